@@ -1,0 +1,215 @@
+"""``mmreward``: one command line for every stage and tool.
+
+    mmreward init-tiny OUT_DIR [--arch qwen2_5_vl|qwen3_vl] [sizes...]   build the offline tiny judge
+    mmreward judge --model DIR --prompt TEXT --image A --image B         judge two images
+    mmreward judge --model DIR --prompt TEXT --video A --video B         judge two videos
+    mmreward judge --model DIR --question Q --answer A1 --answer A2 --image X   judge two answers
+
+Run ``mmreward COMMAND --help`` for each command's options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import fields
+
+from mmreward.tools import Budget
+
+logger = logging.getLogger("mmreward")
+
+
+def _add_init_tiny(sub) -> None:
+    from mmreward.tiny import TinySizes  # noqa: PLC0415
+
+    p = sub.add_parser(
+        "init-tiny",
+        help="build a tiny random-weight Qwen-VL judge offline (seconds)",
+        description="Build a tiny Qwen-VL model of the real architecture with a locally trained tokenizer, the real "
+        "Qwen processors and a tool-calling chat template, fully offline. Sizes are options, so the same command "
+        "builds a larger model for experiments.",
+    )
+    p.add_argument("out_dir", help="folder to create (must not exist or be empty)")
+    p.add_argument("--arch", choices=["qwen2_5_vl", "qwen3_vl"], default="qwen2_5_vl")
+    p.add_argument("--seed", type=int, default=0)
+    for f in fields(TinySizes):
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=f.default, help=f"(default {f.default})")
+
+
+def _add_judge(sub) -> None:
+    p = sub.add_parser(
+        "judge",
+        help="judge two images, two videos or two answers (or score one) with a model",
+        description="Run the thinking judge on one item and print its reasoning, tool calls and verdict. "
+        "Give two --image (or two --video) for generated media; or --question with two --answer and the "
+        "--image/--video the question is about. One candidate with --pointwise gives a 1-10 score.",
+    )
+    p.add_argument("--model", required=True, help="local checkpoint folder (or PEFT adapter folder)")
+    p.add_argument("--prompt", help="the generation prompt the candidates were made from")
+    p.add_argument("--question", help="a question about --image/--video; candidates are --answer texts")
+    p.add_argument("--image", action="append", default=[], help="image path (repeat)")
+    p.add_argument("--video", action="append", default=[], help="video path (repeat)")
+    p.add_argument("--answer", action="append", default=[], help="answer text (repeat)")
+    p.add_argument("--pointwise", action="store_true", help="score a single candidate from 1 to 10")
+    p.add_argument("--dimension", action="append", default=[], help="judge per dimension too (repeat)")
+    p.add_argument("--allow-tie", action="store_true")
+    p.add_argument("--swap", choices=["none", "both", "random"], default="none")
+    p.add_argument("--votes", type=int, default=1)
+    p.add_argument("--no-tools", action="store_true", help="answer from the overview only")
+    p.add_argument("--reward", action="store_true", help="also compute the continuous reward from verdict logits")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="per turn")
+    p.add_argument("--max-turns", type=int, default=6)
+    p.add_argument("--max-tool-calls", type=int, default=4)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overview-frames", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--attn-implementation", default=None, choices=["sdpa", "eager", "flash_attention_2"])
+    p.add_argument("--json", action="store_true", help="print the judgment with its trajectory records as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmreward",
+        description="mmreward: train, evaluate and serve thinking multimodal reward models (judges that reason, "
+        "look closer with tools, and give a verdict).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_init_tiny(sub)
+    _add_judge(sub)
+    return parser
+
+
+def cmd_init_tiny(args: argparse.Namespace) -> int:
+    from mmreward.tiny import TinySizes, init_tiny  # noqa: PLC0415
+
+    sizes = TinySizes(**{f.name: getattr(args, f.name) for f in fields(TinySizes)})
+    start = time.perf_counter()
+    out = init_tiny(args.out_dir, args.arch, sizes, seed=args.seed)
+    print(f"wrote {args.arch} tiny judge to {out} in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+def _task_from_args(args: argparse.Namespace):
+    from mmreward.protocol import JudgeTask  # noqa: PLC0415
+
+    n_wanted = 1 if args.pointwise else 2
+    kind = "pointwise" if args.pointwise else ("multi" if args.dimension else "pairwise")
+    if args.question:
+        if len(args.answer) != n_wanted:
+            raise SystemExit(f"error: --question needs {n_wanted} --answer value(s), got {len(args.answer)}")
+        if bool(args.image) == bool(args.video):
+            raise SystemExit("error: --question needs the --image(s) or the --video(s) it is about (not both)")
+        media, media_kind = (args.image, "image") if args.image else (args.video, "video")
+        return JudgeTask(
+            prompt=args.question,
+            candidates=args.answer,
+            modality="answer",
+            kind=kind,
+            media=media,
+            media_kind=media_kind,
+            dimensions=args.dimension,
+            allow_tie=args.allow_tie,
+            id="cli",
+        )
+    if not args.prompt:
+        raise SystemExit("error: give --prompt (generated media) or --question (answers)")
+    if bool(args.image) == bool(args.video):
+        raise SystemExit("error: give --image twice or --video twice (not both)")
+    candidates, modality = (args.image, "image") if args.image else (args.video, "video")
+    if len(candidates) != n_wanted:
+        raise SystemExit(f"error: need {n_wanted} --{modality} value(s), got {len(candidates)}")
+    return JudgeTask(
+        prompt=args.prompt,
+        candidates=candidates,
+        modality=modality,
+        kind=kind,
+        dimensions=args.dimension,
+        allow_tie=args.allow_tie,
+        id="cli",
+    )
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    from mmreward.judge import Judge, JudgeSettings  # noqa: PLC0415
+    from mmreward.modeling import ModelSettings  # noqa: PLC0415
+    from mmreward.protocol import VisualSettings  # noqa: PLC0415
+    from mmreward.rollout import EngineSettings, SamplingSettings  # noqa: PLC0415
+
+    task = _task_from_args(args)
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+    hf_logging.disable_progress_bar()
+    start = time.perf_counter()
+    judge = Judge.from_pretrained(
+        args.model,
+        JudgeSettings(swap=args.swap, votes=args.votes, tools=not args.no_tools, reward=args.reward, seed=args.seed),
+        EngineSettings(
+            max_turns=args.max_turns,
+            budget=Budget(max_tool_calls=args.max_tool_calls),
+            visual=VisualSettings(overview_frames=args.overview_frames),
+        ),
+        SamplingSettings(args.max_new_tokens, args.temperature, args.top_p, args.seed),
+        ModelSettings(dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation),
+    )
+    loaded = time.perf_counter()
+    judgment = judge.judge([task])[0]
+    elapsed = time.perf_counter() - loaded
+    if args.json:
+        out = judgment.to_dict()
+        out["timing"] = {"load_s": round(loaded - start, 3), "judge_s": round(elapsed, 3)}
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return 0
+    for traj in judgment.trajectories:
+        print(f"=== presented order {traj.order} ({traj.num_turns} turns, stop: {traj.stop_reason})")
+        for m in traj.messages[2:]:
+            if m["role"] == "assistant":
+                print(f"[assistant] {m['content'][0]['text']}")
+            else:
+                texts = " ".join(p.get("text", "") for p in m["content"] if p.get("type") == "text")
+                imgs = [p["ref"] for p in m["content"] if p.get("type") == "image"]
+                print(f"[tool] {texts} {imgs if imgs else ''}")
+        if traj.parse_failure:
+            print(f"[parse failure] {traj.parse_failure}")
+    verdict = {"outcome": judgment.outcome, "preferred_candidate": judgment.preferred, "score": judgment.score}
+    if judgment.dimensions:
+        verdict["dimensions"] = judgment.dimensions
+    if judgment.agreement is not None:
+        verdict["orders_agree"] = judgment.agreement
+    if judgment.reward is not None:
+        verdict["reward"] = round(judgment.reward, 4)
+    print(f"verdict: {json.dumps(verdict)}  ({elapsed:.2f}s)")
+    return 0
+
+
+COMMANDS = {"init-tiny": cmd_init_tiny, "judge": cmd_judge}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from mmreward.media import MediaError  # noqa: PLC0415
+    from mmreward.modeling import ModelLoadError  # noqa: PLC0415
+
+    try:
+        return COMMANDS[args.command](args)
+    except (MediaError, ModelLoadError, FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Loading Qwen-VL judges: local checkpoint folders, attention implementation, dtype, device, LoRA.
+
+Everything goes through the ``transformers`` Auto classes, so any local Qwen2-VL / Qwen2.5-VL / Qwen3-VL folder
+works, whether a real checkpoint or one written by ``mmreward init-tiny``. A folder holding a PEFT adapter
+(``adapter_config.json``) is loaded on top of its base model and can be merged.
+
+The attention implementation is a setting and never falls back silently: asking for ``flash_attention_2``
+without CUDA or without the ``flash-attn`` package is an error that says what to install or change.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class ModelLoadError(ValueError):
+    """A checkpoint or setting that cannot be loaded; the message says what to fix."""
+
+
+@dataclass
+class ModelSettings:
+    """How to load a judge model."""
+
+    dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU
+    device: str = "auto"  # auto: cuda if available, else cpu
+    attn_implementation: str | None = None  # None: sdpa
+    merge_lora: bool = False
+    base_model: str | None = None  # base folder for an adapter whose adapter_config names an unreachable base
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ModelLoadError(f"dtype must be one of {DTYPES}, not {self.dtype!r}")
+        if self.attn_implementation is not None and self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ModelLoadError(
+                f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, not {self.attn_implementation!r}"
+            )
+
+
+def resolve_device(device: str) -> str:
+    import torch  # noqa: PLC0415
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device={device!r} but CUDA is not available on this machine; use device='cpu'")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    import torch  # noqa: PLC0415
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+def check_attn_implementation(attn: str | None, device: str) -> str:
+    """Validate the attention setting for this machine; returns the implementation to use."""
+    attn = attn or "sdpa"
+    if attn == "flash_attention_2":
+        if not device.startswith("cuda"):
+            raise ModelLoadError(
+                "attn_implementation='flash_attention_2' needs a CUDA device; this run is on "
+                f"{device!r}. Use attn_implementation='sdpa' on CPU."
+            )
+        if importlib.util.find_spec("flash_attn") is None:
+            raise ModelLoadError(
+                "attn_implementation='flash_attention_2' needs the flash-attn package: "
+                "`pip install -e .[gpu]` on a CUDA machine, or use attn_implementation='sdpa'."
+            )
+    return attn
+
+
+def read_model_type(path: str | os.PathLike) -> str:
+    config_path = Path(path) / "config.json"
+    if not config_path.is_file():
+        raise ModelLoadError(f"{path}: no config.json; give a local Hugging Face checkpoint folder")
+    try:
+        model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type", "")
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{config_path}: invalid JSON ({exc})") from None
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ModelLoadError(f"{path}: model_type {model_type!r} is not one of {SUPPORTED_MODEL_TYPES}")
+    return model_type
+
+
+def load_model(path: str | os.PathLike, settings: ModelSettings | None = None) -> tuple[Any, Any]:
+    """Load ``(model, processor)`` from a local folder (full checkpoint or PEFT adapter), in eval mode."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: PLC0415
+
+    settings = settings or ModelSettings()
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelLoadError(f"{path}: not a folder; give a local checkpoint folder (no hub downloads here)")
+    device = resolve_device(settings.device)
+    attn = check_attn_implementation(settings.attn_implementation, device)
+    dtype = resolve_dtype(settings.dtype, device)
+
+    adapter_config = path / "adapter_config.json"
+    if adapter_config.is_file():
+        base = settings.base_model or json.loads(adapter_config.read_text())["base_model_name_or_path"]
+        read_model_type(base)
+        model = AutoModelForImageTextToText.from_pretrained(base, dtype=dtype, attn_implementation=attn)
+        model = attach_adapter(model, path, merge=settings.merge_lora)
+        processor_dir = path if (path / "preprocessor_config.json").is_file() else Path(base)
+    else:
+        read_model_type(path)
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, attn_implementation=attn)
+        processor_dir = path
+    processor = AutoProcessor.from_pretrained(processor_dir)
+    model.to(device)
+    model.eval()
+    logger.info("loaded %s (%s, %s, attn=%s) on %s", path, model.config.model_type, dtype, attn, device)
+    return model, processor
+
+
+def attach_adapter(model, adapter_dir: str | os.PathLike, merge: bool = False, trainable: bool = False):
+    """Load a PEFT LoRA adapter onto ``model``; ``merge=True`` folds it into the weights and returns a plain model."""
+    from peft import PeftModel  # noqa: PLC0415
+
+    peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+    return peft_model.merge_and_unload() if merge else peft_model
+
+
+def add_lora(
+    model,
+    r: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.05,
+    target_modules: list[str] | str | None = None,
+):
+    """Wrap ``model`` with a fresh LoRA adapter on the language model's projections (vision tower untouched)."""
+    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
+
+    if target_modules is None:
+        # Language-model linear layers only; the regex keeps LoRA off the vision tower's blocks.
+        target_modules = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none")
+    return get_peft_model(model, config)
+
+
+def vision_patch_factor(processor) -> int:
+    """Pixels per visual token side: patch_size * merge_size (28 for Qwen2.5-VL, 32 for Qwen3-VL)."""
+    ip = processor.image_processor
+    return int(ip.patch_size) * int(ip.merge_size)

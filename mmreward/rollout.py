@@ -1,0 +1,529 @@
+"""The agentic engine: batched multi-turn generation with tools, ending in a verdict.
+
+For every live trajectory in a batch the engine generates one assistant turn, parses it with the protocol's
+turn grammar, runs the tool it calls (or reads the verdict), appends the observation, and continues until
+every trajectory has answered or hit its budget. Generation is behind a small :class:`Generator` interface:
+:class:`TransformersGenerator` runs a local model with ``generate`` (left padding, vision placeholder tokens
+suppressed), :class:`ScriptedGenerator` replays given turns for tests and teachers.
+
+Each finished trajectory is a serializable :class:`Trajectory`: messages with media by reference, the tool
+trace, the verdict or parse failure, the stop reason and token counts. SFT, rejection sampling and eval all
+consume these records (JSONL).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image
+
+from mmreward.media import MediaError
+from mmreward.protocol import (
+    JudgeTask,
+    VisualSettings,
+    assistant_message,
+    build_conversation,
+    parse_turn,
+    resolve_images,
+    tool_message,
+)
+from mmreward.tools import Budget, ToolContext, ToolRegistry, ToolSettings, default_registry
+from mmreward.verdict import ParseFailure, Verdict, parse_verdict
+
+logger = logging.getLogger(__name__)
+
+STOP_TAGS = ("</tool_call>", "</answer>")
+
+
+@dataclass
+class SamplingSettings:
+    """Sampling for each assistant turn. ``temperature == 0`` is greedy (and reproducible)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens <= 0:
+            raise ValueError("max_new_tokens must be positive")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("need temperature >= 0 and 0 < top_p <= 1")
+
+
+@dataclass
+class EngineSettings:
+    max_turns: int = 6
+    batch_size: int = 8
+    budget: Budget = field(default_factory=Budget)
+    visual: VisualSettings = field(default_factory=VisualSettings)
+    tools: ToolSettings = field(default_factory=ToolSettings)
+    verdict_mode: str = "lenient"  # strict | lenient: how the final answer is read
+    max_context_tokens: int | None = None  # stop a trajectory whose prompt would exceed this
+
+    def __post_init__(self) -> None:
+        if self.max_turns < 1 or self.batch_size < 1:
+            raise ValueError("max_turns and batch_size must be at least 1")
+        if self.verdict_mode not in ("strict", "lenient"):
+            raise ValueError("verdict_mode must be 'strict' or 'lenient'")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Generators
+
+
+@dataclass
+class GenerationRequest:
+    key: str  # trajectory id
+    turn: int
+    messages: list[dict[str, Any]]  # images resolved to PIL
+    images: list[Image.Image]  # in the order they appear in ``messages``
+    tools: list[dict[str, Any]] | None
+    max_new_tokens: int
+
+
+@dataclass
+class GenerationOutput:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Generator(Protocol):
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]: ...
+
+
+class ScriptedGenerator:
+    """Replays given turns: ``script[key]`` is the list of turn texts for trajectory ``key`` (or a callable
+    ``(request) -> str``). Used to test the tool loop and by rule-based teachers."""
+
+    def __init__(self, script: dict[str, list[str]] | Callable[[GenerationRequest], str]) -> None:
+        self.script = script
+        self.requests: list[GenerationRequest] = []
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        outs = []
+        for r in requests:
+            self.requests.append(r)
+            if callable(self.script):
+                text = self.script(r)
+            else:
+                turns = self.script.get(r.key, [])
+                text = turns[r.turn] if r.turn < len(turns) else ""
+            outs.append(GenerationOutput(text=text, prompt_tokens=0, completion_tokens=len(text.split())))
+        return outs
+
+
+class TransformersGenerator:
+    """Generation with a local ``transformers`` model and its processor.
+
+    Vision placeholder tokens are suppressed (a sampled ``<|video_pad|>`` would crash Qwen's rope index), the
+    batch is left-padded, and a turn stops at ``</tool_call>``, ``</answer>`` or end of turn.
+    """
+
+    def __init__(self, model, processor, sampling: SamplingSettings | None = None) -> None:
+        self.model = model
+        self.processor = processor
+        self.sampling = sampling or SamplingSettings()
+        tok = processor.tokenizer
+        self.tokenizer = tok
+        vision = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
+        self.suppress_ids = [tok.convert_tokens_to_ids(t) for t in vision if t in tok.get_vocab()]
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        eos = model.generation_config.eos_token_id
+        eos_ids = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
+        eos_ids.append(tok.convert_tokens_to_ids("<|im_end|>"))
+        self.stop_strings: list[str] = []
+        for tag in STOP_TAGS:
+            ids = tok.encode(tag, add_special_tokens=False)
+            if len(ids) == 1:
+                eos_ids.append(ids[0])
+            else:
+                self.stop_strings.append(tag)
+        self.eos_ids = sorted({int(i) for i in eos_ids if i is not None})
+        self.end_ids = set(self.eos_ids) | {self.pad_id}
+        self.chat_template = processor.chat_template
+        # Processors emit mm_token_type_ids; older model classes do not take them.
+        self.drop_keys = {"mm_token_type_ids"} - set(_forward_args(model))
+
+    def render(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, generation: bool = True
+    ) -> str:
+        return self.processor.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=generation, tokenize=False
+        )
+
+    def _encode(self, texts: list[str], images: list[Image.Image]):
+        self.processor.tokenizer.padding_side = "left"
+        batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+        for key in self.drop_keys:
+            batch.pop(key, None)
+        return batch.to(self.model.device)
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        import torch  # noqa: PLC0415
+
+        texts = [self.render(r.messages, r.tools) for r in requests]
+        images = [im for r in requests for im in r.images]
+        batch = self._encode(texts, images)
+        s = self.sampling
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=max(r.max_new_tokens for r in requests),
+            suppress_tokens=self.suppress_ids,
+            eos_token_id=self.eos_ids,
+            pad_token_id=self.pad_id,
+            do_sample=s.temperature > 0,
+        )
+        if s.temperature > 0:
+            kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
+        if self.stop_strings:
+            kwargs.update(stop_strings=self.stop_strings, tokenizer=self.tokenizer)
+        if s.seed is not None:
+            torch.manual_seed(s.seed + sum(r.turn for r in requests))
+        with torch.inference_mode():
+            out = self.model.generate(**batch, **kwargs)
+        prompt_len = batch["input_ids"].shape[1]
+        attention = batch["attention_mask"].sum(dim=1).tolist()
+        outputs = []
+        for row, r in enumerate(requests):
+            ids = out[row, prompt_len:].tolist()[: r.max_new_tokens]
+            n = next((k for k, t in enumerate(ids) if t in self.end_ids), len(ids))
+            completion = n + (1 if n < len(ids) and ids[n] != self.pad_id else 0)
+            text = self.tokenizer.decode(ids[:n], skip_special_tokens=False)
+            outputs.append(
+                GenerationOutput(
+                    text=_cut_at_stop(text), prompt_tokens=int(attention[row]), completion_tokens=completion
+                )
+            )
+        return outputs
+
+    def option_logprobs(
+        self, messages: list[dict[str, Any]], images: list[Image.Image], tools, prefix: str, options: list[str]
+    ) -> list[float]:
+        """Log-probability of each ``option`` continuing ``prefix`` at the start of a new assistant turn."""
+        import torch  # noqa: PLC0415
+
+        base = self.render(messages, tools) + prefix
+        n_base = len(self.tokenizer(base, add_special_tokens=False)["input_ids"])
+        texts = [base + o for o in options]
+        batch = self._encode(texts, images * len(options))
+        with torch.inference_mode():
+            logits = self.model(**batch).logits.float()
+        logp = torch.log_softmax(logits, dim=-1)
+        ids = batch["input_ids"]
+        result = []
+        for row, text in enumerate(texts):
+            n_opt = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) - n_base
+            total = 0.0
+            for k in range(n_opt):
+                pos = ids.shape[1] - n_opt + k
+                total += float(logp[row, pos - 1, ids[row, pos]])
+            result.append(total)
+        return result
+
+
+def _forward_args(model) -> set[str]:
+    import inspect  # noqa: PLC0415
+
+    return set(inspect.signature(model.forward).parameters)
+
+
+def _cut_at_stop(text: str) -> str:
+    """Keep a turn up to and including its first closing tag; drop end-of-turn markers."""
+    cut = len(text)
+    for tag in STOP_TAGS:
+        i = text.find(tag)
+        if i != -1:
+            cut = min(cut, i + len(tag))
+    text = text[:cut]
+    for marker in ("<|im_end|>", "<|endoftext|>"):
+        text = text.split(marker)[0]
+    return text.strip()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Trajectories
+
+
+@dataclass
+class Trajectory:
+    """One judged item, end to end. Serializable: images are references (see ``images``)."""
+
+    id: str
+    task: dict[str, Any]
+    order: list[int]
+    tools_on: bool
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    tool_trace: list[dict[str, Any]] = field(default_factory=list)
+    verdict: dict[str, Any] | None = None
+    parse_failure: str | None = None
+    format_ok: bool = False
+    stop_reason: str = "running"
+    num_turns: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    peak_prompt_tokens: int = 0
+    latency_s: float = 0.0
+    images: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> provenance (input, frame, tool)
+    settings: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    # In-memory only: the context with decoded images (for rewards, replays). Not serialized.
+    context: ToolContext | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def judge_task(self) -> JudgeTask:
+        return JudgeTask.from_dict(self.task)
+
+    @property
+    def parsed_verdict(self) -> Verdict | None:
+        return Verdict.from_dict(self.verdict) if self.verdict else None
+
+    @property
+    def final_text(self) -> str:
+        for m in reversed(self.messages):
+            if m["role"] == "assistant":
+                return m["content"][0]["text"]
+        return ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "context"}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Trajectory:
+        return cls(**{k: v for k, v in d.items() if k != "context"})
+
+
+def write_trajectories(trajectories: Iterable[Trajectory], path: str | os.PathLike, append: bool = False) -> None:
+    """Write JSONL; with ``append=False`` the file is replaced atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if append:
+        with path.open("a", encoding="utf-8") as f:
+            for t in trajectories:
+                f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for t in trajectories:
+            f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_trajectories(path: str | os.PathLike) -> list[Trajectory]:
+    out = []
+    with Path(path).open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(Trajectory.from_dict(json.loads(line)))
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise ValueError(f"{path}:{lineno}: not a trajectory record ({exc})") from None
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The engine
+
+
+@dataclass
+class _State:
+    traj: Trajectory
+    ctx: ToolContext
+    spec: Any
+    tools: list[dict[str, Any]] | None
+    started: float
+    done: bool = False
+    well_formed: bool = True
+
+
+class RolloutEngine:
+    """Runs judging trajectories in batches. ``generator`` produces turns; tools come from ``registry``."""
+
+    def __init__(
+        self, generator: Generator, registry: ToolRegistry | None = None, settings: EngineSettings | None = None
+    ) -> None:
+        self.generator = generator
+        self.registry = registry or default_registry()
+        self.settings = settings or EngineSettings()
+
+    def _start(self, task: JudgeTask, order: list[int] | None, tools_on: bool, key: str) -> _State:
+        s = self.settings
+        traj = Trajectory(
+            id=key,
+            task=task.to_dict(),
+            order=list(order) if order is not None else list(range(len(task.candidates))),
+            tools_on=tools_on,
+            settings={
+                "max_turns": s.max_turns,
+                "budget": s.budget.to_dict(),
+                "verdict_mode": s.verdict_mode,
+                "overview_frames": s.visual.overview_frames,
+            },
+        )
+        started = time.perf_counter()
+        try:
+            conv = build_conversation(
+                task, order, tools_on=tools_on, visual=s.visual, tool_settings=s.tools, budget=s.budget
+            )
+        except (MediaError, ValueError) as exc:
+            traj.stop_reason, traj.error = "input_error", str(exc)
+            traj.parse_failure = f"input error: {exc}"
+            return _State(traj, ToolContext(), task.answer_spec, None, started, done=True)
+        traj.messages = conv.messages
+        traj.context = conv.context
+        return _State(traj, conv.context, task.answer_spec, self.tool_schemas(task, tools_on), started)
+
+    def tool_schemas(self, task: JudgeTask, tools_on: bool) -> list[dict[str, Any]] | None:
+        """The tools offered for a task: crop always, select_frames when there is video."""
+        if not tools_on:
+            return None
+        wanted = ["crop"] + (["select_frames"] if task.visual_kind == "video" else [])
+        names = [n for n in wanted if n in self.registry]
+        return self.registry.schemas(names) if names else None
+
+    def run(
+        self,
+        tasks: list[JudgeTask],
+        orders: list[list[int] | None] | None = None,
+        tools_on: bool = True,
+        keys: list[str] | None = None,
+        progress: bool = False,
+    ) -> list[Trajectory]:
+        """Judge every task; returns one trajectory per task, in input order."""
+        orders = orders or [None] * len(tasks)
+        keys = keys or [t.id or f"item-{i}" for i, t in enumerate(tasks)]
+        if not len(tasks) == len(orders) == len(keys):
+            raise ValueError("tasks, orders and keys must have the same length")
+        states = [self._start(t, o, tools_on, k) for t, o, k in zip(tasks, orders, keys)]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm  # noqa: PLC0415
+
+            bar = tqdm(total=len(states), desc="judging", unit="item")
+            bar.update(sum(st.done for st in states))
+        bs = self.settings.batch_size
+        # Batches are formed over live trajectories each round, so finished ones free their slot at once.
+        while True:
+            live = [st for st in states if not st.done]
+            if not live:
+                break
+            for i in range(0, len(live), bs):
+                chunk = live[i : i + bs]
+                self._step(chunk)
+                if bar is not None:
+                    bar.update(sum(st.done for st in chunk))
+        if bar is not None:
+            bar.close()
+        for st in states:
+            st.traj.images = {name: dict(p) for name, p in st.ctx.provenance.items()}
+        return [st.traj for st in states]
+
+    def _step(self, chunk: list[_State]) -> None:
+        s = self.settings
+        requests, ready = [], []
+        for st in chunk:
+            t = st.traj
+            if t.num_turns >= s.max_turns:
+                self._finish(st, "max_turns", parse_failure=f"no answer within max_turns={s.max_turns}")
+                continue
+            remaining = None if s.budget.max_tokens is None else s.budget.max_tokens - t.completion_tokens
+            if remaining is not None and remaining <= 0:
+                self._finish(st, "max_tokens", parse_failure=f"token budget ({s.budget.max_tokens}) used up")
+                continue
+            messages, images = resolve_images(t.messages, st.ctx.images, s.visual)
+            max_new = self._max_new_tokens(remaining)
+            requests.append(GenerationRequest(t.id, t.num_turns, messages, images, st.tools, max_new))
+            ready.append(st)
+        if not requests:
+            return
+        outputs = self.generator.generate(requests)
+        for st, out in zip(ready, outputs):
+            t = st.traj
+            t.num_turns += 1
+            t.prompt_tokens += out.prompt_tokens
+            t.completion_tokens += out.completion_tokens
+            t.peak_prompt_tokens = max(t.peak_prompt_tokens, out.prompt_tokens)
+            if s.max_context_tokens is not None and out.prompt_tokens > s.max_context_tokens:
+                self._finish(
+                    st,
+                    "context_overflow",
+                    parse_failure=f"prompt of {out.prompt_tokens} tokens is over max_context_tokens",
+                )
+                continue
+            self._advance(st, out.text)
+
+    def _max_new_tokens(self, remaining: int | None) -> int:
+        cap = getattr(getattr(self.generator, "sampling", None), "max_new_tokens", 256)
+        return cap if remaining is None else max(1, min(cap, remaining))
+
+    def _advance(self, st: _State, text: str) -> None:
+        t = st.traj
+        t.messages.append(assistant_message(text))
+        turn = parse_turn(text)
+        if turn.is_answer:
+            self._conclude(st, text)
+            return
+        if turn.is_tool_call or (turn.error and "<tool_call>" in text):
+            if not t.tools_on:
+                st.well_formed = False
+                self._observe(st, None, None, "Error: tools are not available for this task; give your answer.")
+                return
+            if turn.error:  # a call attempt that does not parse: an error observation, as for any bad call
+                st.well_formed = False
+                self._observe(
+                    st,
+                    None,
+                    None,
+                    f'Error: {turn.error}. Use <tool_call>{{"name": ..., "arguments": {{...}}}}</tool_call>.',
+                )
+                return
+            self._observe(st, turn.tool_name, turn.tool_arguments)
+            return
+        # Neither a tool call nor a well-formed answer: one last lenient reading, else a parse failure.
+        st.well_formed = False
+        self._conclude(st, text)
+
+    def _observe(self, st: _State, name: Any, arguments: Any, error_text: str | None = None) -> None:
+        t = st.traj
+        if error_text is not None:
+            st.ctx.tool_calls += 1
+            trace = {
+                "name": name,
+                "arguments": arguments,
+                "ok": False,
+                "error": error_text,
+                "latency_s": 0.0,
+                "observations": [],
+            }
+            t.tool_trace.append(trace)
+            t.messages.append(tool_message(error_text, []))
+            return
+        result = self.registry.call(st.ctx, name, arguments)
+        t.tool_trace.append(result.trace())
+        t.messages.append(tool_message(result.text, [n for n, _ in result.images]))
+
+    def _conclude(self, st: _State, text: str) -> None:
+        result = parse_verdict(text, st.spec, self.settings.verdict_mode)
+        if isinstance(result, ParseFailure):
+            self._finish(st, "parse_failure", parse_failure=result.reason)
+            return
+        st.traj.verdict = result.to_dict()
+        st.traj.format_ok = st.well_formed and result.strict
+        self._finish(st, "answer")
+
+    def _finish(self, st: _State, reason: str, parse_failure: str | None = None) -> None:
+        st.done = True
+        st.traj.stop_reason = reason
+        st.traj.parse_failure = parse_failure
+        st.traj.latency_s = time.perf_counter() - st.started

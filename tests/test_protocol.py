@@ -1,0 +1,115 @@
+"""Prompts, presented order, media in the conversation, and the turn grammar."""
+
+import pytest
+
+from mmreward.protocol import JudgeTask, build_conversation, format_turn, parse_turn
+from mmreward.tools import Budget
+
+
+def _texts(message):
+    return "".join(p["text"] for p in message["content"] if p["type"] == "text")
+
+
+def test_pairwise_image_conversation(real_image_pair):
+    task = JudgeTask("a room with a table", [str(p) for p in real_image_pair], id="t1")
+    conv = build_conversation(task, [1, 0], budget=Budget(max_tool_calls=3))
+    system, user = conv.messages
+    assert "crop" in _texts(system) and "at most 3 tools" in _texts(system)
+    assert "Image 1 is better or Image 2 is better" in _texts(system)
+    refs = [p["ref"] for p in user["content"] if p["type"] == "image"]
+    assert refs == ["image_1", "image_2"]
+    # presented order [1, 0]: the second candidate is displayed first
+    from mmreward.media import load_image
+
+    assert conv.context.images["image_1"].tobytes() == load_image(real_image_pair[1]).tobytes()
+    assert "Prompt: a room with a table" in _texts(user)
+
+
+def test_tools_off_prompt_has_no_tools(real_image_pair):
+    task = JudgeTask("p", [str(p) for p in real_image_pair])
+    system = build_conversation(task, tools_on=False).messages[0]
+    assert "tool" not in _texts(system).lower()
+
+
+def test_video_overview_frames_are_named_and_captioned(real_video_pair):
+    from mmreward.protocol import VisualSettings
+
+    task = JudgeTask("a girl sits", [str(p) for p in real_video_pair], modality="video")
+    conv = build_conversation(task, visual=VisualSettings(overview_frames=4))
+    user = conv.messages[1]
+    refs = [p["ref"] for p in user["content"] if p["type"] == "image"]
+    assert len(refs) == 8 and refs[0] == "video_1_frame_15" and refs[4].startswith("video_2_frame_")
+    assert "video_1: 126 frames, 24.00 fps, 5.25 s" in _texts(user)
+    assert "video_1_frame_15 (t=0.62s):" in _texts(user)
+    assert set(conv.context.videos) == {"video_1", "video_2"}
+
+
+def test_answer_task_and_tie(quadrant_png):
+    task = JudgeTask(
+        "What colour is the top-left?",
+        ["Red.", "Blue."],
+        modality="answer",
+        media=[str(quadrant_png)],
+        allow_tie=True,
+    )
+    user = build_conversation(task, [1, 0]).messages[1]
+    text = _texts(user)
+    assert text.index("[Answer 1]\nBlue.") < text.index("[Answer 2]\nRed.")
+    assert "answer Tie" in text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"candidates": ["a"]}, "needs 2 candidate"),
+        ({"candidates": ["a", "b"], "kind": "multi"}, "needs 'dimensions'"),
+        ({"candidates": ["a", "b"], "modality": "audio"}, "modality"),
+        ({"candidates": ["a", "b"], "prompt": " "}, "non-empty"),
+        ({"candidates": ["a", "b"], "kind": "multi", "dimensions": ["Overall"]}, "invalid dimension"),
+    ],
+)
+def test_task_validation(kwargs, message):
+    kwargs = {"prompt": "p", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        JudgeTask(**kwargs)
+
+
+def test_order_must_be_a_permutation(real_image_pair):
+    task = JudgeTask("p", [str(p) for p in real_image_pair])
+    with pytest.raises(ValueError, match="permutation"):
+        build_conversation(task, [0, 0])
+
+
+def test_parse_turn():
+    t = parse_turn(format_turn("look closer", tool=("crop", {"image": "image_1", "bbox_2d": [0, 0, 500, 500]})))
+    assert t.is_tool_call and t.tool_name == "crop" and t.tool_arguments["bbox_2d"] == [0, 0, 500, 500]
+    t = parse_turn(format_turn("done", answer="Image 1 is better"))
+    assert t.is_answer and t.answer == "Image 1 is better" and t.think == "done"
+    assert "not valid JSON" in parse_turn("<think>x</think><tool_call>{oops}</tool_call>").error
+    assert "more than one" in parse_turn("<think>x</think><tool_call>{}</tool_call><answer>a</answer>").error
+    assert "start with <think>" in parse_turn("Image 1 is better").error
+    assert "unclosed" in parse_turn("<think>x</think><tool_call>{").error
+    assert "nested" in parse_turn("<think><think>x</think><answer>a</answer>").error
+    assert '{"name"' in parse_turn('<think>x</think><tool_call>["crop"]</tool_call>').error
+
+
+def test_turn_text_equals_chat_template_tool_call_rendering(tiny_model):
+    """A tool-call turn as the engine stores it renders exactly like a structured ``tool_calls`` message, so
+    GRPO (which uses structured calls) and the engine (raw text) train and run on the same tokens."""
+    _, processor = tiny_model
+    args = {"image": "image_1", "bbox_2d": [10, 20, 300, 400]}
+    raw = [
+        {"role": "user", "content": [{"type": "text", "text": "q"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": format_turn("r", tool=("crop", args))}]},
+    ]
+    structured = [
+        raw[0],
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": "<think>r</think>"}],
+            "tool_calls": [{"type": "function", "function": {"name": "crop", "arguments": args}}],
+        },
+    ]
+    assert processor.apply_chat_template(raw, tokenize=False) == processor.apply_chat_template(
+        structured, tokenize=False
+    )
