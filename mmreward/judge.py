@@ -121,7 +121,11 @@ class Judge:
         if engine_settings.visual.image_budget.factor != factor:
             from dataclasses import replace  # noqa: PLC0415
 
-            engine_settings = replace(engine_settings, visual=engine_settings.visual.with_factor(factor))
+            engine_settings = replace(
+                engine_settings,
+                visual=engine_settings.visual.with_factor(factor),
+                tools=engine_settings.tools.with_factor(factor),
+            )
         generator = TransformersGenerator(model, processor, sampling)
         return cls(RolloutEngine(generator, settings=engine_settings), settings)
 

@@ -332,6 +332,40 @@ def read_trajectories(path: str | os.PathLike) -> list[Trajectory]:
     return out
 
 
+def materialize(
+    traj: Trajectory, registry: ToolRegistry | None = None, settings: EngineSettings | None = None
+) -> ToolContext:
+    """Rebuild every image a trajectory refers to (inputs, overview frames, tool observations).
+
+    Records keep media by reference; tools are deterministic, so replaying the successful calls of the tool
+    trace on the task's media reproduces the observation images exactly. SFT rendering and rejection
+    sampling use this to turn JSONL records back into model inputs. ``settings`` must match the run's visual
+    and tool settings (the defaults unless the run changed them).
+    """
+    settings = settings or EngineSettings()
+    registry = registry or default_registry()
+    conv = build_conversation(
+        traj.judge_task,
+        traj.order,
+        tools_on=traj.tools_on,
+        visual=settings.visual,
+        tool_settings=settings.tools,
+        budget=Budget(max_tool_calls=None, max_images=None, max_tokens=None),
+    )
+    ctx = conv.context
+    for call in traj.tool_trace:
+        if not call["ok"]:
+            continue
+        result = registry.call(ctx, call["name"], call["arguments"])
+        produced = [name for name, _ in result.images]
+        if not result.ok or produced != call["observations"]:
+            raise ValueError(
+                f"trajectory {traj.id}: replaying {call['name']}({call['arguments']}) gave {produced or result.error}, "
+                f"but the record says {call['observations']}; were the tool or visual settings changed?"
+            )
+    return ctx
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # The engine
 

@@ -13,6 +13,7 @@ from mmreward.rollout import (
     ScriptedGenerator,
     Trajectory,
     TransformersGenerator,
+    materialize,
     read_trajectories,
     write_trajectories,
 )
@@ -118,6 +119,27 @@ def test_records_roundtrip(image_task, tmp_path):
     assert [b.to_dict() for b in back] == [t.to_dict() for t in trajs]
     assert isinstance(back[0], Trajectory) and back[0].judge_task.prompt == "a room"
     json.dumps(back[0].to_dict())  # plain JSON
+
+
+def test_materialize_replays_observations(real_video_pair):
+    task = JudgeTask("a girl sits", [str(p) for p in real_video_pair], modality="video", id="vid")
+    script = {
+        "vid": [
+            format_turn("frames", tool=("select_frames", {"video": "video_1", "frames": [60, 90]})),
+            format_turn("bad", tool=("crop", {"image": "obs_9", "bbox_2d": [0, 0, 500, 500]})),
+            format_turn("zoom", tool=("crop", {"image": "obs_2", "bbox_2d": [100, 100, 600, 700]})),
+            format_turn("ok", answer="Video 1 is better"),
+        ]
+    }
+    (t,), _ = run(script, [task])
+    live = t.context.images
+    ctx = materialize(Trajectory.from_dict(json.loads(json.dumps(t.to_dict()))))
+    assert set(ctx.images) == set(live) and {"obs_1", "obs_2", "obs_3"} <= set(ctx.images)
+    for name in live:
+        assert ctx.images[name].tobytes() == live[name].tobytes(), name
+    t.tool_trace[2]["observations"] = ["obs_7"]
+    with pytest.raises(ValueError, match="replaying crop"):
+        materialize(t)
 
 
 def test_real_tiny_model_plumbing(tiny_model, real_image_pair, real_video_pair):

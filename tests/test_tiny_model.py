@@ -67,7 +67,7 @@ def test_forward_with_images_and_videos_and_a_training_step(tiny_model):
         model.eval()
 
 
-def test_qwen3_vl_and_custom_sizes(tmp_path):
+def test_qwen3_vl_and_custom_sizes(tmp_path, real_image_pair):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     sizes = TinySizes(hidden_size=96, num_heads=3, num_kv_heads=1, num_layers=3)
@@ -83,6 +83,16 @@ def test_qwen3_vl_and_custom_sizes(tmp_path):
     batch = processor(text=[text], images=[Image.new("RGB", (64, 64))], return_tensors="pt")
     generated = model.generate(**batch, max_new_tokens=3, do_sample=False)
     assert batch["input_ids"].shape[1] < generated.shape[1] <= batch["input_ids"].shape[1] + 3
+    # The judge adapts pixel budgets to Qwen3-VL's 32-pixel token cells and runs end to end.
+    from mmreward.judge import Judge
+    from mmreward.rollout import SamplingSettings
+
+    judge = Judge.from_pretrained(str(out), sampling=SamplingSettings(max_new_tokens=8))
+    assert (
+        judge.engine.settings.visual.image_budget.factor == 32 and judge.engine.settings.tools.crop_budget.factor == 32
+    )
+    j = judge.compare("a room", [str(p) for p in real_image_pair])
+    assert j.trajectories[0].num_turns == 1 and j.trajectories[0].prompt_tokens > 0
 
 
 def test_refuses_nonempty_folder_and_bad_sizes(tmp_path):

@@ -35,6 +35,15 @@ class ToolSettings:
     frame_budget: PixelBudget = PixelBudget(min_pixels=56 * 56, max_pixels=336 * 336)
     max_frames_per_call: int = 4
 
+    def with_factor(self, factor: int) -> ToolSettings:
+        """The same budgets for a vision tower with another patch*merge factor (32 for Qwen3-VL)."""
+        from dataclasses import replace  # noqa: PLC0415
+
+        def f(b: PixelBudget) -> PixelBudget:
+            return PixelBudget(b.min_pixels, b.max_pixels, factor)
+
+        return replace(self, crop_budget=f(self.crop_budget), frame_budget=f(self.frame_budget))
+
 
 @dataclass
 class Budget:
