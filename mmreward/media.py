@@ -95,6 +95,10 @@ class PixelBudget:
         if self.factor <= 0 or self.min_pixels <= 0 or self.max_pixels < self.min_pixels:
             raise ValueError(f"invalid PixelBudget {self}: need 0 < min_pixels <= max_pixels and factor > 0")
 
+    def with_factor(self, factor: int) -> PixelBudget:
+        """The same pixel limits for a vision tower with another patch*merge factor."""
+        return PixelBudget(self.min_pixels, self.max_pixels, factor)
+
     def fit(self, image: Image.Image) -> Image.Image:
         """Resize ``image`` to this budget (no-op when it already conforms)."""
         h, w = smart_resize(image.height, image.width, self.factor, self.min_pixels, self.max_pixels)

@@ -128,11 +128,9 @@ class VisualSettings:
 
     def with_factor(self, factor: int) -> VisualSettings:
         """The same budgets for a vision tower with another patch*merge factor (32 for Qwen3-VL)."""
-
-        def f(b: PixelBudget) -> PixelBudget:
-            return PixelBudget(b.min_pixels, b.max_pixels, factor)
-
-        return VisualSettings(f(self.image_budget), self.overview_frames, f(self.frame_budget))
+        return VisualSettings(
+            self.image_budget.with_factor(factor), self.overview_frames, self.frame_budget.with_factor(factor)
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------

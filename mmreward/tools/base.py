@@ -39,10 +39,9 @@ class ToolSettings:
         """The same budgets for a vision tower with another patch*merge factor (32 for Qwen3-VL)."""
         from dataclasses import replace  # noqa: PLC0415
 
-        def f(b: PixelBudget) -> PixelBudget:
-            return PixelBudget(b.min_pixels, b.max_pixels, factor)
-
-        return replace(self, crop_budget=f(self.crop_budget), frame_budget=f(self.frame_budget))
+        return replace(
+            self, crop_budget=self.crop_budget.with_factor(factor), frame_budget=self.frame_budget.with_factor(factor)
+        )
 
 
 @dataclass
