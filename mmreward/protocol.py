@@ -319,6 +319,17 @@ def resolve_images(
     return out_messages, ordered
 
 
+def image_refs(messages: list[dict[str, Any]]) -> list[str]:
+    """The image references of a conversation, in the order :func:`resolve_images` returns the images."""
+    return [
+        part["ref"]
+        for msg in messages
+        if isinstance(msg.get("content"), list)
+        for part in msg["content"]
+        if part.get("type") == "image" and "ref" in part
+    ]
+
+
 def tool_message(text: str, image_names: list[str]) -> dict[str, Any]:
     """A tool observation message: each image preceded by nothing, then the observation's text."""
     content: list[dict[str, Any]] = [{"type": "image", "ref": n} for n in image_names]

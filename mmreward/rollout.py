@@ -31,6 +31,7 @@ from mmreward.protocol import (
     VisualSettings,
     assistant_message,
     build_conversation,
+    image_refs,
     parse_turn,
     resolve_images,
     tool_message,
@@ -88,6 +89,7 @@ class GenerationRequest:
     images: list[Image.Image]  # in the order they appear in ``messages``
     tools: list[dict[str, Any]] | None
     max_new_tokens: int
+    image_names: list[str] = field(default_factory=list)  # the protocol name of each image in ``images``
 
 
 @dataclass
@@ -477,7 +479,8 @@ class RolloutEngine:
                 continue
             messages, images = resolve_images(t.messages, st.ctx.images, s.visual)
             max_new = self._max_new_tokens(remaining)
-            requests.append(GenerationRequest(t.id, t.num_turns, messages, images, st.tools, max_new))
+            names = image_refs(t.messages)
+            requests.append(GenerationRequest(t.id, t.num_turns, messages, images, st.tools, max_new, names))
             ready.append(st)
         if not requests:
             return

@@ -1,0 +1,47 @@
+"""Is a judgment right? One place that compares a trajectory's verdict with a record's label.
+
+Distillation keeps a teacher's trajectory only when this says so, rejection sampling accepts the model's own
+the same way, and the GRPO accuracy reward and eval agree with it. Verdicts are in *displayed* positions;
+they are mapped to candidates through the trajectory's presented order first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from data_pipelines.records import PreferenceRecord
+from mmreward.judge import candidate_verdict
+from mmreward.rollout import Trajectory
+
+SCORE_TOLERANCE = 1.0  # a pointwise score within this of the label counts as right
+
+
+@dataclass
+class Check:
+    correct: bool
+    reason: str  # "ok", or why not: "parse failure: ...", "wrong overall", "wrong dimension 'quality'", ...
+
+
+def check_verdict(record: PreferenceRecord, traj: Trajectory, score_tolerance: float = SCORE_TOLERANCE) -> Check:
+    """Compare ``traj``'s verdict with ``record``'s label (every labelled dimension for multi tasks)."""
+    if traj.verdict is None:
+        return Check(False, f"parse failure: {traj.parse_failure or traj.stop_reason}")
+    v = candidate_verdict(traj)
+    if record.task == "pointwise":
+        if v.score is None:
+            return Check(False, "no score")
+        if abs(v.score - record.score) > score_tolerance:
+            return Check(False, f"score {v.score:g} vs label {record.score:g}")
+        return Check(True, "ok")
+    has_overall = record.tie or record.preferred is not None
+    if has_overall:
+        want = None if record.tie else record.preferred
+        if v.winner != want:
+            return Check(False, "wrong overall")
+    if record.task == "multi":
+        for dim, want in record.dimension_labels.items():
+            if dim not in v.dimensions:
+                return Check(False, f"dimension {dim!r} missing")
+            if v.dimensions[dim] != want:
+                return Check(False, f"wrong dimension {dim!r}")
+    return Check(True, "ok")

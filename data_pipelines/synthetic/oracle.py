@@ -1,0 +1,397 @@
+"""The oracle teacher: a rule-based judge of the synthetic world that writes reference trajectories.
+
+It is a :class:`mmreward.rollout.Generator`, so it runs inside the same engine, with the same tools, budgets and
+parsers as a model or an API teacher (``data_pipelines.distill`` drives all three the same way). It reads the
+*prompt's meaning* from the record (the structured description the prompt was written from) but never the
+label or the drawn scenes: what it says about a picture comes from segmenting the pixels it is shown
+(:mod:`data_pipelines.synthetic.perception`). With tools it zooms in (``crop`` around the objects it can make
+out in the overview, ``select_frames`` over the frames the overview skipped) and perceives the observations;
+without tools it decides from the overview alone, which measures how far the overview can go.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from data_pipelines.records import PreferenceRecord
+from data_pipelines.synthetic.generate import SHAPE_PX, pointwise_score
+from data_pipelines.synthetic.perception import Blob, perceive
+from data_pipelines.synthetic.world import NUMBER_WORDS, PLURAL, Description, article_for
+from mmreward.protocol import format_tool_call, format_turn
+from mmreward.rollout import GenerationOutput, GenerationRequest
+
+NOISE_T = 8.0  # mean |pixel - background| around a blob above which it looks noisy
+SHARP_T = 0.5  # share of a blob's pixels at full colour below which it looks blurred
+
+_CROP_OBS = re.compile(r"(obs_\d+): crop of (\w+)")
+_FRAME_OBS = re.compile(r"(obs_\d+): (video_\d+) frame (\d+)")
+_VIDEO_INFO = re.compile(r"(video_\d+): (\d+) frames")
+_MAX_CALLS = re.compile(r"at most (\d+) tools")
+_ANSWER = re.compile(r"\[Answer (\d+)\]\n(.*)")
+
+
+def _text_of(messages: list[dict[str, Any]], role: str | None = None) -> str:
+    out = []
+    for m in messages:
+        if role and m["role"] != role:
+            continue
+        content = m["content"]
+        if isinstance(content, str):
+            out.append(content)
+        else:
+            out.extend(p["text"] for p in content if p.get("type") == "text")
+    return "\n".join(out)
+
+
+def evaluate_scene(desc: Description, blobs: list[Blob]) -> tuple[list[str], list[str]]:
+    """Alignment issues (prompt vs picture) and quality issues, as short sentences."""
+    want = {(c, s): n for c, s, n in desc.groups}
+
+    # A blurred blob's outline is unreliable: count it as the expected shape of its colour when there is one.
+    def key(b: Blob) -> tuple[str, str]:
+        if b.sharpness < SHARP_T:
+            shapes = [s for (c, s) in want if c == b.colour]
+            if len(shapes) == 1:
+                return (b.colour, shapes[0])
+        return (b.colour, b.shape)
+
+    seen = Counter(key(b) for b in blobs)
+    align = []
+    for (c, s), n in want.items():
+        m = seen.get((c, s), 0)
+        if m == 0:
+            align.append(f"there is no {c} {s}")
+        elif m != n:
+            noun = s if m == 1 else PLURAL[s]
+            align.append(
+                f"there {'is' if m == 1 else 'are'} {NUMBER_WORDS.get(m, m)} {c} {noun}, not {NUMBER_WORDS.get(n, n)}"
+            )
+    for c, s in seen:
+        if (c, s) not in want:
+            align.append(f"there is an unexpected {c} {s}")
+    if desc.relation is not None and not align:
+        a, rel, b = desc.relation
+        ga, gb = desc.groups[a], desc.groups[b]
+        ba = [x for x in blobs if (x.colour, x.shape) == ga[:2]]
+        bb = [x for x in blobs if (x.colour, x.shape) == gb[:2]]
+        if ba and bb:
+            dx, dy = {"left of": (-1, 0), "right of": (1, 0), "above": (0, -1), "below": (0, 1)}[rel]
+            d = (ba[0].centre[0] - bb[0].centre[0]) * dx + (ba[0].centre[1] - bb[0].centre[1]) * dy
+            if d <= 0:
+                align.append(f"the {ga[0]} {ga[1]} is not {rel} the {gb[0]} {gb[1]}")
+    quality = []
+    for x in blobs:
+        if x.noise > NOISE_T:
+            quality.append(f"the area around the {x.colour} {x.shape} is noisy")
+        elif x.sharpness < SHARP_T:
+            quality.append(f"the {x.colour} {x.shape} is blurred")
+    return align, quality
+
+
+def changed_objects(desc: Description, blobs: list[Blob]) -> int:
+    """How many objects differ from the prompt: the larger of the missing and the unexpected counts."""
+    seen = Counter((b.colour, b.shape) for b in blobs)
+    want = Counter({(c, s): n for c, s, n in desc.groups})
+    missing = sum((want - seen).values())
+    extra = sum((seen - want).values())
+    return max(missing, extra)
+
+
+def _say_blobs(blobs: list[Blob]) -> str:
+    if not blobs:
+        return "nothing I can make out"
+    counts = Counter((b.colour, b.shape) for b in blobs)
+    parts = [
+        f"{article_for(c)} {c} {s}" if n == 1 else f"{NUMBER_WORDS.get(n, n)} {c} {PLURAL[s]}"
+        for (c, s), n in counts.items()
+    ]
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+
+
+def _union_box_1000(blobs: list[Blob], image: Image.Image, pad: float = 0.8) -> list[int]:
+    x1 = min(b.box[0] for b in blobs)
+    y1 = min(b.box[1] for b in blobs)
+    x2 = max(b.box[2] for b in blobs)
+    y2 = max(b.box[3] for b in blobs)
+    p = max(3.0, pad * max(max(b.box[2] - b.box[0], b.box[3] - b.box[1]) for b in blobs))
+    w, h = image.size
+    box = [max(0.0, (x1 - p) / w), max(0.0, (y1 - p) / h), min(1.0, (x2 + p) / w), min(1.0, (y2 + p) / h)]
+    out = [round(v * 1000) for v in box]
+    # Keep the box at least 8% of the side, so the crop is a real zoom and passes the tool's minimum.
+    for lo, hi in ((0, 2), (1, 3)):
+        if out[hi] - out[lo] < 80:
+            c = (out[hi] + out[lo]) / 2
+            out[lo], out[hi] = max(0, round(c - 40)), min(1000, round(c + 40))
+    return out
+
+
+class OracleTeacher:
+    """Writes turns for synthetic-world items. ``record_of(key)`` returns the record a trajectory is about."""
+
+    def __init__(
+        self,
+        record_of: Callable[[str], PreferenceRecord] | dict[str, PreferenceRecord],
+        seed: int = 0,
+        frames_per_call: int = 4,
+    ) -> None:
+        if isinstance(record_of, dict):
+            table = record_of
+            self.record_of = lambda key: table[key.split("|")[0]]
+        else:
+            self.record_of = record_of
+        self.seed = seed
+        self.frames_per_call = frames_per_call
+        self.name = "oracle"
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        outs = []
+        for r in requests:
+            text = self.turn(r)
+            outs.append(GenerationOutput(text=text, prompt_tokens=0, completion_tokens=len(text.split())))
+        return outs
+
+    def turn(self, r: GenerationRequest) -> str:
+        rec = self.record_of(r.key)
+        world = rec.metadata.get("world")
+        if world is None:
+            raise ValueError(f"record {rec.id!r} is not from the synthetic world; the oracle cannot judge it")
+        rng = random.Random(f"{self.seed}/{r.key}/{r.turn}")
+        images = dict(zip(r.image_names, r.images))
+        ctx = _Ctx(r, images, rng)
+        if rec.modality == "video":
+            return self._video(rec, world, ctx)
+        return self._image(rec, world, ctx)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def _image(self, rec: PreferenceRecord, world: dict[str, Any], c: _Ctx) -> str:
+        desc = Description.from_dict(world["description"])
+        names = [n for n in c.images if re.fullmatch(r"image_\d+", n)]
+        crops = {src: obs for obs, src in _CROP_OBS.findall(c.tool_text)}
+        overview = {n: perceive(c.images[n], min_area=1) for n in names}
+        if c.tools_on and c.calls_left > 0:
+            for n in names:
+                if n in crops or not overview[n]:
+                    continue
+                if max(b.size for b in overview[n]) >= SHAPE_PX * 2:
+                    continue  # big enough to read in the overview
+                box = _union_box_1000(overview[n], c.images[n])
+                think = c.pick(
+                    "In the overview the objects of {n} are only a few pixels wide; I can see {k} small blob(s) but not "
+                    "their shapes. I will zoom in on them.",
+                    "{n} shows {k} tiny object(s); to check them against the text I need a closer look, so I crop the "
+                    "region around them.",
+                    "The shapes in {n} are too small to read at this size. Let me crop around the {k} object(s).",
+                ).format(n=n, k=len(overview[n]))
+                return format_turn(think, tool=("crop", {"image": n, "bbox_2d": box}))
+        views = {
+            n: (crops.get(n), perceive(c.images[crops[n]], denoise=True) if n in crops else overview[n]) for n in names
+        }
+        lines = []
+        verdicts = {}
+        for n, (obs, blobs) in views.items():
+            where = f"{obs} (the crop of {n})" if obs else n
+            align, quality = evaluate_scene(desc, blobs) if rec.modality != "answer" else ([], [])
+            verdicts[n] = (align, quality, blobs)
+            if rec.modality == "answer":
+                lines.append(f"In {where} I see {_say_blobs(blobs)}.")
+                continue
+            problems = align + quality
+            lines.append(
+                f"In {where} I see {_say_blobs(blobs)}. "
+                + (
+                    c.pick("That matches the prompt.", "This agrees with the description.", "Nothing is off here.")
+                    if not problems
+                    else "But " + "; ".join(problems) + "."
+                )
+            )
+        if rec.modality == "answer":
+            return self._answer_turn(rec, world, c, lines, verdicts[names[0]][2])
+        if rec.task == "pointwise":
+            align, quality, _ = verdicts[names[0]]
+            n_align = changed_objects(desc, verdicts[names[0]][2])
+            score = pointwise_score(n_align, int(bool(quality)))
+            reason = (
+                " ".join(lines)
+                + f" With {len(align)} alignment and {len(quality)} quality problem(s), I score it {score}."
+            )
+            return format_turn(reason, answer=f"Score: {score}")
+        pen = {n: 2 * len(a) + len(q) for n, (a, q, _) in verdicts.items()}
+        allow_tie = rec.allow_tie
+
+        def pick_winner(scores: dict[str, float]) -> str:
+            a, b = scores[names[0]], scores[names[1]]
+            if a == b:
+                if allow_tie:
+                    return "Tie"
+                return f"Image {c.rng.randint(1, 2)} is better"
+            return "Image 1 is better" if a < b else "Image 2 is better"
+
+        overall = pick_winner(pen)
+        if rec.task == "multi":
+            align = pick_winner({n: len(v[0]) for n, v in verdicts.items()})
+            quality = pick_winner({n: len(v[1]) for n, v in verdicts.items()})
+            body = f"alignment: {align}\nquality: {quality}\nOverall: {overall}"
+            return format_turn(
+                " ".join(lines) + " " + c.pick("Weighing alignment above quality:", "So, per dimension:"), answer=body
+            )
+        close = (
+            "" if pen[names[0]] != pen[names[1]] else " I cannot find a difference between them, so this is a guess."
+        )
+        return format_turn(" ".join(lines) + close, answer=overall)
+
+    def _answer_turn(self, rec, world, c: _Ctx, lines: list[str], blobs: list[Blob]) -> str:
+        q = world["question"]
+        if q["kind"] == "shape_of_colour":
+            found = [b.shape for b in blobs if b.colour == q["colour"]]
+            value = found[0] if found else None
+        elif q["kind"] == "colour_of_shape":
+            found = [b.colour for b in blobs if b.shape == q["shape"]]
+            value = found[0] if found else None
+        else:
+            value = sum(1 for b in blobs if (b.colour, b.shape) == (q["colour"], q["shape"]))
+        answers = dict(_ANSWER.findall(c.user_text))
+        match = None
+        for k, text in answers.items():
+            words = set(re.findall(r"[a-z]+", text.lower()))
+            if isinstance(value, int):
+                word = NUMBER_WORDS.get(value, str(value)) if value else "no"
+                if word in words:
+                    match = k
+            elif value and value in words:
+                match = k
+        reason = " ".join(lines)
+        if match is None:
+            k = c.rng.choice(sorted(answers) or ["1"])
+            return format_turn(
+                reason + " Neither answer matches what I see; I pick one.", answer=f"Answer {k} is better"
+            )
+        shown = value if not isinstance(value, int) else NUMBER_WORDS.get(value, value)
+        return format_turn(
+            reason + f" The answer is {shown}, which is what Answer {match} says.", answer=f"Answer {match} is better"
+        )
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def _video(self, rec: PreferenceRecord, world: dict[str, Any], c: _Ctx) -> str:
+        movers = world["movers"]
+        info = {v: int(n) for v, n in _VIDEO_INFO.findall(c.user_text)}
+        frames: dict[str, dict[int, Image.Image]] = {v: {} for v in info}
+        for name, im in c.images.items():
+            m = re.fullmatch(r"(video_\d+)_frame_(\d+)", name)
+            if m:
+                frames[m.group(1)][int(m.group(2))] = im
+        for obs, video, index in _FRAME_OBS.findall(c.tool_text):
+            frames[video][int(index)] = c.images[obs]
+        canvas = world.get("canvas", 160)
+        found = {v: _glitches(movers, fr, canvas) for v, fr in frames.items()}
+        bad = [v for v, g in found.items() if g]
+        if len(bad) == 1:
+            v = bad[0]
+            other = next(x for x in info if x != v)
+            detail = "; ".join(f"frame {i}: {g}" for i, g in found[v][:2])
+            text = c.pick("Looking at {v}, {d}.", "{v} has a glitch ({d}).", "I notice a problem in {v}: {d}.").format(
+                v=v, d=detail
+            )
+            return format_turn(
+                text + f" {other} stays consistent in the frames I saw.", answer=f"Video {other[-1]} is better"
+            )
+        if c.tools_on and c.calls_left > 0 and not bad:
+            for v in info:
+                unseen = [i for i in range(info[v]) if i not in frames[v]]
+                if not unseen:
+                    # Every frame of this video checked and clean: it is the better one.
+                    other = next(x for x in info if x != v)
+                    text = c.pick(
+                        "I have now seen every frame of {v} and it stays consistent throughout, while nothing rules "
+                        "out a glitch in {o}.",
+                        "All frames of {v} are clean: the objects keep their colour and shape and move steadily.",
+                    ).format(v=v, o=other)
+                    return format_turn(text, answer=f"Video {v[-1]} is better")
+                pick = unseen[: self.frames_per_call]
+                think = c.pick(
+                    "The overview frames of {v} look fine, but a short glitch could hide between them. "
+                    "I check frames {f}.",
+                    "Nothing is wrong in the sampled frames of {v}; let me look at the frames in between: {f}.",
+                    "To be sure about {v}, I inspect the frames the overview skipped ({f}).",
+                ).format(v=v, f=pick)
+                return format_turn(think, tool=("select_frames", {"video": v, "frames": pick}))
+        if len(bad) == 2:
+            return format_turn(
+                "Both videos have glitches; neither is clearly better, so I guess.",
+                answer=f"Video {c.rng.randint(1, 2)} is better",
+            )
+        return format_turn(
+            c.pick(
+                "I see no glitch in either video in the frames I looked at; I have to guess.",
+                "Both clips look consistent in what I saw, so this is a guess.",
+            ),
+            answer=f"Video {c.rng.randint(1, 2)} is better",
+        )
+
+
+def _glitches(movers: list[dict[str, Any]], frames: dict[int, Image.Image], canvas: int) -> list[tuple[int, str]]:
+    """Frames where the clip breaks the prompt: a missing object, a wrong colour or shape, or a jump."""
+    out = []
+    colours = {m["colour"]: m for m in movers}
+    tracks: dict[str, list[tuple[int, float, float, float]]] = {m["colour"]: [] for m in movers}
+    for i in sorted(frames):
+        im = frames[i]
+        blobs = perceive(im, min_area=4, denoise=im.width >= 128)
+        k = canvas / im.width  # frame pixels to canvas pixels (the video canvas), for the jump test
+        seen = {b.colour: b for b in blobs}
+        for b in blobs:
+            if b.colour not in colours:
+                out.append((i, f"an unexpected {b.colour} {b.shape} appears"))
+            elif b.shape != colours[b.colour]["shape"]:
+                out.append((i, f"the {b.colour} {colours[b.colour]['shape']} turns into a {b.shape}"))
+        for colour, m in colours.items():
+            if colour not in seen:
+                if not any(b.colour not in colours for b in blobs):
+                    out.append((i, f"the {colour} {m['shape']} disappears"))
+            else:
+                x, y = seen[colour].centre
+                tracks[colour].append((i, x * k, y * k, seen[colour].size * k))
+    for colour, pts in tracks.items():
+        if len(pts) < 4:
+            continue
+        t = np.array([p[0] for p in pts], dtype=float)
+        for axis in (1, 2):
+            v = np.array([p[axis] for p in pts])
+            # Robust line: the median of pairwise slopes (Theil-Sen), then residuals.
+            slopes = [(v[j] - v[i]) / (t[j] - t[i]) for i in range(len(t)) for j in range(i + 1, len(t))]
+            s = float(np.median(slopes))
+            b = float(np.median(v - s * t))
+            res = np.abs(v - (s * t + b))
+            size = float(np.median([p[3] for p in pts]))
+            for (i, *_), r in zip(pts, res):
+                if r > 1.2 * size:
+                    out.append((i, f"the {colour} {colours[colour]['shape']} jumps off its path"))
+    return sorted(set(out))
+
+
+class _Ctx:
+    """What the oracle can read from one request."""
+
+    def __init__(self, r: GenerationRequest, images: dict[str, Image.Image], rng: random.Random) -> None:
+        self.images, self.rng = images, rng
+        self.tools_on = bool(r.tools)
+        self.user_text = _text_of(r.messages, "user")
+        self.tool_text = _text_of(r.messages, "tool")
+        system = _text_of(r.messages, "system")
+        m = _MAX_CALLS.search(system)
+        limit = int(m.group(1)) if m else 4
+        calls = sum(1 for msg in r.messages if msg["role"] == "tool")
+        self.calls_left = limit - calls
+
+    def pick(self, *options: str) -> str:
+        return self.rng.choice(options)
+
+
+__all__ = ["OracleTeacher", "evaluate_scene", "format_tool_call"]
