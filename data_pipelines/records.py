@@ -36,7 +36,8 @@ class PreferenceRecord:
     Label fields, by task kind:
 
     * pairwise / multi: ``preferred`` is the index of the better candidate, or ``None`` with ``tie=True``;
-      multi also has ``dimension_labels`` (dimension -> index or ``None`` for a tie);
+      multi also has ``dimension_labels`` (dimension -> index or ``None`` for a tie), and may leave the overall
+      label out (``preferred=None, tie=False``) when the source labels dimensions only;
     * pointwise: ``score`` (1-10 unless the source says otherwise), optional ``dimension_labels`` scores.
     """
 
@@ -87,8 +88,13 @@ class PreferenceRecord:
             if self.tie:
                 if self.preferred is not None:
                     raise self._fail("preferred", "must be null when tie is true")
+            elif self.preferred is None and self.task == "multi" and self.dimension_labels:
+                pass  # a multi-dimensional record may carry per-dimension labels only (no overall label)
             elif self.preferred not in (0, 1):
                 raise self._fail("preferred", f"must be 0 or 1 (or set tie=true), got {self.preferred!r}")
+            for dim, label in self.dimension_labels.items():
+                if label not in (0, 1, None):
+                    raise self._fail("dimension_labels", f"{dim!r} must be 0, 1 or null (tie), got {label!r}")
         if self.task == "multi" and not self.dimension_labels:
             raise self._fail("dimension_labels", "a multi-dimensional record needs per-dimension labels")
 

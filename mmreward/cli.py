@@ -86,7 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_init_tiny(sub)
     _add_judge(sub)
+    COMMANDS.update(_plugins(sub))
     return parser
+
+
+def _plugins(sub) -> dict:
+    """Commands of the other layers (data, train, eval), registered through the ``mmreward.commands`` entry
+    point group so this core package never imports them."""
+    from importlib.metadata import entry_points  # noqa: PLC0415
+
+    handlers = {}
+    for ep in sorted(entry_points(group="mmreward.commands"), key=lambda e: e.name):
+        handlers.update(ep.load()(sub))
+    return handlers
 
 
 def cmd_init_tiny(args: argparse.Namespace) -> int:
@@ -191,7 +203,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"init-tiny": cmd_init_tiny, "judge": cmd_judge}
+COMMANDS: dict = {"init-tiny": cmd_init_tiny, "judge": cmd_judge}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return COMMANDS[args.command](args)
-    except (MediaError, ModelLoadError, FileExistsError, ValueError) as exc:
+    except (MediaError, ModelLoadError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -97,6 +97,7 @@ class GenerationOutput:
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    error: str | None = None  # the generator could not produce a turn (e.g. a remote teacher kept failing)
 
 
 class Generator(Protocol):
@@ -487,6 +488,10 @@ class RolloutEngine:
         outputs = self.generator.generate(requests)
         for st, out in zip(ready, outputs):
             t = st.traj
+            if out.error is not None:
+                t.error = out.error
+                self._finish(st, "generation_error", parse_failure=f"generation failed: {out.error}")
+                continue
             t.num_turns += 1
             t.prompt_tokens += out.prompt_tokens
             t.completion_tokens += out.completion_tokens

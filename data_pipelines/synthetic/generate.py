@@ -22,6 +22,8 @@ judge is shown (the overview pixel budget and frame count of :attr:`WorldConfig.
   shares their colour) and shape is not resolvable;
 * quality artifacts need a tool when the overview of the damaged image differs from the clean one by less
   than ``QUALITY_DELTA`` (mean absolute difference over the object's region, 0-255);
+* a pointwise score needs a tool whenever some shape is unresolvable: an absolute score means confirming
+  every attribute, not only spotting a difference;
 * a video glitch needs a tool when none of its frames is among the overview frames.
 
 The generator is seeded per item (``seed``, split, index), so any item can be regenerated alone and a run
@@ -70,7 +72,7 @@ from mmreward.tools import ToolSettings
 
 SHAPE_PX = 6.0  # overview pixels from which a shape can be told (the pixel perceiver reaches ~90% here)
 COLOUR_PX = 1.5  # overview pixels from which a colour can be told
-QUALITY_DELTA = 6.0
+QUALITY_DELTA = 10.0
 
 KINDS = ("image", "answer", "video", "multi", "pointwise")
 SPLITS = ("train", "val", "test", "compositional")
@@ -264,6 +266,10 @@ def _world_meta(desc: Description, scenes: list[Scene], defects: list[Any], need
     }
 
 
+def _family(kind: str) -> str:
+    return "quality" if kind in QUALITY_DEFECTS else "alignment"
+
+
 def make_image_pair(it: _Item) -> PreferenceRecord:
     cfg, rng = it.cfg, it.rng
     desc = it.description()
@@ -332,7 +338,7 @@ def make_multi(it: _Item) -> PreferenceRecord:
         tie=overall is None,
         allow_tie=True,
         dimension_labels={"alignment": align, "quality": quality},
-        category="multi/" + "+".join(sorted({d["kind"] for ds in defects for d in ds})),
+        category="multi/" + "+".join(sorted({_family(d["kind"]) for ds in defects for d in ds})),
         metadata=_world_meta(desc, scenes, defects, needs, why),
     )
 
@@ -361,8 +367,11 @@ def make_pointwise(it: _Item) -> PreferenceRecord:
         needs, why = needs or n, [*why, w]
     # Two defects may hit the same object (or undo each other): count the objects that really changed.
     n_align = sum((a.colour, a.shape) != (b.colour, b.shape) for a, b in zip(original.objects, scene.objects))
+    # A score is absolute: confirming that nothing is wrong means reading every object's shape too.
+    if not all(shape_resolvable(o, cfg) for o in scene.objects):
+        needs, why = True, [*why, "a score needs every shape read, and the shapes are unresolvable in the overview"]
     score = pointwise_score(n_align, n_quality)
-    kinds = "+".join(sorted({i["kind"] for i in infos})) or "clean"
+    kinds = "+".join(sorted({_family(i["kind"]) for i in infos})) or "clean"
     return PreferenceRecord(
         **it.base(),
         task="pointwise",

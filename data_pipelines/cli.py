@@ -1,0 +1,274 @@
+"""``mmreward data ...``: convert public benchmarks, generate the synthetic world, distill a teacher, count.
+
+Registered into the ``mmreward`` command line through the ``mmreward.commands`` entry point, so the core
+library does not import this layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+
+def register(sub) -> dict:
+    p = sub.add_parser(
+        "data",
+        help="data pipelines: convert benchmarks, synthesize the world, distill a teacher, stats",
+        description="Build PreferenceRecord files (JSONL/Parquet) from public benchmarks or the synthetic world, "
+        "distill reference trajectories from a teacher, and count what a file holds.",
+    )
+    dsub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    dsub.required = True
+
+    c = dsub.add_parser(
+        "convert",
+        help="convert a benchmark file/folder to records",
+        description="Convert a public benchmark (or any preference set, with --source generic and "
+        "--map) to PreferenceRecords. Prints counts per category and label. Sources: " + ", ".join(_sources()),
+    )
+    c.add_argument("--source", required=True, choices=_sources())
+    c.add_argument("--input", required=True, help="the benchmark's file or folder")
+    c.add_argument("--output", required=True, help="records file to write (.jsonl or .parquet)")
+    c.add_argument("--media-root", help="folder the media paths are relative to (default: beside the input)")
+    c.add_argument("--task", help="genai_bench: image_generation | image_edition | video_generation")
+    c.add_argument("--map", help="generic: field=column pairs, comma separated, or a YAML/JSON mapping file")
+    c.add_argument("--modality", default="image", choices=["image", "video", "answer"], help="generic only")
+    c.add_argument("--media-kind", default="image", choices=["image", "video"], help="generic only")
+    c.add_argument(
+        "--label-values", help='generic: JSON mapping of label values, e.g. \'{"1": 0, "0": 1, "0.5": "tie"}\''
+    )
+    c.add_argument("--name", default="generic", help="generic: the source name written into records")
+    c.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    s = dsub.add_parser(
+        "synth",
+        help="generate the synthetic visual preference world",
+        description="Write train/val/test/compositional records with PNG/MP4 media, and the "
+        "learning-to-see data, seeded and deterministic. --n is the train size; val, test and "
+        "compositional get a tenth each.",
+    )
+    s.add_argument("--out", required=True)
+    s.add_argument("--n", type=int, default=1000, help="train items (default 1000)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--kinds", nargs="+", default=None, help="image answer video multi pointwise (default: all)")
+    s.add_argument("--see", type=int, default=None, help="learning-to-see examples (default: max(200, n); 0 = none)")
+    s.add_argument("--workers", type=int, default=1, help="worker processes")
+    s.add_argument("--canvas", type=int, default=448)
+    s.add_argument(
+        "--object-size",
+        type=float,
+        nargs=2,
+        default=(0.02, 0.035),
+        metavar=("MIN", "MAX"),
+        help="object side as a fraction of the canvas",
+    )
+    s.add_argument("--objects", type=int, nargs=2, default=(1, 3), metavar=("MIN", "MAX"))
+    s.add_argument("--clip-frames", type=int, default=12)
+    s.add_argument("--glitch-frames", type=int, nargs=2, default=(1, 2), metavar=("MIN", "MAX"))
+
+    d = dsub.add_parser(
+        "distill",
+        help="distill verified trajectories from a teacher",
+        description="Run a teacher (an OpenAI-compatible URL, or 'oracle' for the synthetic world's "
+        "rule-based teacher) through the protocol with our tools; keep trajectories whose verdict "
+        "matches the label and whose format is strict. Resumable: a re-run skips finished work.",
+    )
+    d.add_argument("--records", required=True)
+    d.add_argument("--teacher", required=True, help="'oracle' or a base URL such as http://127.0.0.1:8000/v1")
+    d.add_argument("--out", required=True)
+    d.add_argument("--media-root", help="default: the records file's folder")
+    d.add_argument("--model", default="teacher", help="model name sent to the endpoint")
+    d.add_argument("--api-key", help="default: $OPENAI_API_KEY, else EMPTY")
+    d.add_argument("--swap", choices=["none", "both", "random"], default="both")
+    d.add_argument("--tools", choices=["on", "off"], default="on")
+    d.add_argument("--limit", type=int)
+    d.add_argument("--concurrency", type=int, default=8)
+    d.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    d.add_argument("--retries", type=int, default=4)
+    d.add_argument("--backoff", type=float, default=1.0, help="first retry wait in seconds (doubles)")
+    d.add_argument("--temperature", type=float, default=0.7)
+    d.add_argument("--max-tokens", type=int, default=1024)
+    d.add_argument("--chunk", type=int, default=16, help="trajectories per cache flush")
+    d.add_argument("--require-consistent", action="store_true", help="keep only items right in both orders")
+    d.add_argument("--max-per-item", type=int)
+    d.add_argument(
+        "--world",
+        action="store_true",
+        help="use the synthetic world's visual/tool settings (default with --teacher oracle)",
+    )
+    d.add_argument("--seed", type=int, default=0)
+
+    t = dsub.add_parser("stats", help="counts by task, category, label, needs-tool; media present/missing")
+    t.add_argument("path", help="a records file (.jsonl/.parquet)")
+    t.add_argument("--media-root", help="default: the file's folder")
+    t.add_argument("--json", action="store_true")
+
+    dsub.add_parser("sources", help="list the converters")
+    return {"data": run}
+
+
+def _sources() -> list[str]:
+    from data_pipelines.sources import available  # noqa: PLC0415
+
+    return list(available())
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"convert": _convert, "synth": _synth, "distill": _distill, "stats": _stats, "sources": _list}[
+        args.data_command
+    ](args)
+
+
+def _list(args) -> int:
+    from data_pipelines.sources import available  # noqa: PLC0415
+
+    for name, doc in available().items():
+        print(f"{name:24s} {doc}")
+    return 0
+
+
+def _print_table(title: str, counts: dict) -> None:
+    print(title)
+    for k, v in counts.items():
+        print(f"  {k:40s} {v}")
+
+
+def _convert(args) -> int:
+    from data_pipelines.records import write_records  # noqa: PLC0415
+    from data_pipelines.sources import convert  # noqa: PLC0415
+
+    options = {}
+    if args.source == "genai_bench" and args.task:
+        options["task"] = args.task
+    if args.source == "generic":
+        options.update(mapping=args.map, modality=args.modality, media_kind=args.media_kind, name=args.name)
+        if args.label_values:
+            options["label_values"] = args.label_values
+    result = convert(args.source, args.input, media_root=args.media_root, **options)
+    write_records(result.records, args.output)
+    summary = result.summary()
+    summary["output"] = str(args.output)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{summary['records']} records from {args.source} -> {args.output}")
+    _print_table("by category:", summary["by_category"])
+    _print_table("by label:", summary["by_label"])
+    if summary["by_subset"]:
+        _print_table("by subset:", summary["by_subset"])
+    print(f"media on disk: {summary['with_media']}; metadata only: {summary['metadata_only']}")
+    for note in summary["notes"]:
+        print(f"note: {note}")
+    return 0
+
+
+def _synth(args) -> int:
+    from data_pipelines.synthetic.generate import WorldConfig, generate_world  # noqa: PLC0415
+
+    cfg = WorldConfig(
+        canvas=args.canvas,
+        object_size=tuple(args.object_size),
+        n_objects=tuple(args.objects),
+        clip_frames=args.clip_frames,
+        glitch_frames=tuple(args.glitch_frames),
+    )
+    m = generate_world(
+        args.out,
+        n=args.n,
+        seed=args.seed,
+        kinds=args.kinds,
+        cfg=cfg,
+        workers=args.workers,
+        progress=True,
+        see=args.see,
+    )
+    total = sum(m["splits"].values())
+    print(f"{total} items in {m['seconds']}s ({m['items_per_minute']} items/min) -> {args.out}")
+    _print_table("items per split (needs a tool):", {s: f"{n} ({m['needs_tool'][s]})" for s, n in m["splits"].items()})
+    if m["see"]:
+        _print_table("learning-to-see examples:", {s: v["n"] for s, v in m["see"].items()})
+    return 0
+
+
+def _distill(args) -> int:
+    from data_pipelines.distill import DistillSettings, OpenAITeacher, TeacherSettings, distill  # noqa: PLC0415
+    from data_pipelines.records import read_records  # noqa: PLC0415
+    from mmreward.rollout import EngineSettings  # noqa: PLC0415
+
+    records = read_records(args.records)
+    media_root = args.media_root or str(Path(args.records).parent)
+    engine = EngineSettings()
+    if args.teacher == "oracle" or args.world:
+        from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
+
+        engine = EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS)
+    if args.teacher == "oracle":
+        from data_pipelines.synthetic.oracle import OracleTeacher  # noqa: PLC0415
+
+        teacher = OracleTeacher({r.id: r for r in records}, seed=args.seed)
+    else:
+        if not args.teacher.startswith(("http://", "https://")):
+            raise ValueError(f"--teacher must be 'oracle' or an http(s) base URL, not {args.teacher!r}")
+        teacher = OpenAITeacher(
+            TeacherSettings(
+                base_url=args.teacher,
+                model=args.model,
+                api_key=args.api_key,
+                temperature=args.temperature,
+                max_tokens=args.max_tokens,
+                concurrency=args.concurrency,
+                timeout_s=args.timeout,
+                retries=args.retries,
+                backoff_s=args.backoff,
+            )
+        )
+        engine.batch_size = max(engine.batch_size, args.concurrency)
+    settings = DistillSettings(
+        swap=args.swap,
+        tools=args.tools == "on",
+        chunk=args.chunk,
+        require_consistent=args.require_consistent,
+        max_per_item=args.max_per_item,
+        limit=args.limit,
+        seed=args.seed,
+        engine=engine,
+    )
+    summary = distill(records, teacher, args.out, settings, media_root=media_root, progress=True)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _stats(args) -> int:
+    from data_pipelines.records import media_report, read_records  # noqa: PLC0415
+    from data_pipelines.sources import label_name  # noqa: PLC0415
+
+    records = read_records(args.path)
+    root = args.media_root or str(Path(args.path).parent)
+    needs = Counter(
+        str(r.metadata["world"]["needs_tool"]) for r in records if isinstance(r.metadata.get("world"), dict)
+    )
+    out = {
+        "records": len(records),
+        "by_task": dict(Counter(f"{r.task}/{r.modality}" for r in records)),
+        "by_category": dict(sorted(Counter(r.category for r in records).items())),
+        "by_label": dict(sorted(Counter(label_name(r) for r in records).items())),
+        "needs_tool": dict(needs) if needs else None,
+        "media": media_report(records, root),
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{args.path}: {len(records)} records")
+    for k in ("by_task", "by_category", "by_label", "needs_tool"):
+        if out[k]:
+            _print_table(k.replace("_", " ") + ":", out[k])
+    m = out["media"]
+    print(f"media: {m['with_media']} with media on disk, {m['without_media']} without")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(0)

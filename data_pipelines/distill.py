@@ -1,0 +1,441 @@
+"""Teacher distillation: run a teacher through the judging protocol and keep the trajectories it gets right.
+
+A teacher is any :class:`mmreward.rollout.Generator`: the synthetic world's oracle, or :class:`OpenAITeacher`
+for an OpenAI-compatible chat endpoint (GPT-4o, a vLLM server with a large Qwen-VL). Either way the
+:class:`mmreward.rollout.RolloutEngine` drives the conversation: it renders the prompt, runs *our* tools on the
+teacher's tool calls (so API teachers produce tool trajectories too) and parses the verdict.
+
+Robustness:
+
+* Async requests with bounded concurrency, a timeout per request, and retries with exponential backoff on
+  timeouts, connection errors, 429 (honouring ``Retry-After``), 5xx and malformed bodies.
+* An append-only cache (``cache.jsonl``), flushed and fsynced after every few trajectories and keyed by
+  (item, presented order, tools, prompt, teacher, sampling): after a crash or ``kill -9`` a re-run skips what is
+  done. A half-written last line is ignored.
+* Verification: a trajectory is kept when its verdict matches the label (every labelled dimension) and it is
+  strictly well-formed; rejected ones go to ``rejected.jsonl`` with the reason; trajectories the teacher could
+  not finish (errors after all retries) go to ``failed.jsonl`` and are retried on the next run.
+
+Outputs in ``out/``: ``kept.jsonl`` (trajectories, the SFT input), ``rejected.jsonl``, ``failed.jsonl``,
+``summary.json`` and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data_pipelines.labels import check_verdict
+from data_pipelines.records import PreferenceRecord
+from mmreward.media import image_to_data_url
+from mmreward.protocol import system_prompt, user_text
+from mmreward.rollout import (
+    EngineSettings,
+    GenerationOutput,
+    GenerationRequest,
+    Generator,
+    RolloutEngine,
+    Trajectory,
+)
+
+logger = logging.getLogger(__name__)
+
+STOP = ["</tool_call>", "</answer>"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# An OpenAI-compatible teacher
+
+
+class TeacherError(RuntimeError):
+    pass
+
+
+@dataclass
+class TeacherSettings:
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "teacher"
+    api_key: str | None = None  # None: read OPENAI_API_KEY, else "EMPTY" (vLLM accepts any key)
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    concurrency: int = 8
+    timeout_s: float = 120.0
+    retries: int = 4
+    backoff_s: float = 1.0  # first backoff; doubles each retry (with jitter), capped at max_backoff_s
+    max_backoff_s: float = 30.0
+    image_max_pixels: int = 1024 * 1024  # images are downscaled to this before base64 encoding
+    image_format: str = "PNG"
+
+    def sampling(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
+
+
+def to_openai_messages(request: GenerationRequest, settings: TeacherSettings) -> list[dict[str, Any]]:
+    """Protocol messages -> OpenAI chat messages with base64 data-URL images.
+
+    The protocol's tool calls live in the assistant's text, so tool observations are sent as ``user`` messages
+    beginning with "Tool result:" (the OpenAI ``tool`` role needs structured tool_call ids and takes no images).
+    """
+    out = []
+    for msg in request.messages:
+        parts = []
+        for p in msg["content"] if isinstance(msg["content"], list) else [{"type": "text", "text": msg["content"]}]:
+            if p.get("type") == "text":
+                parts.append({"type": "text", "text": p["text"]})
+            elif p.get("type") == "image":
+                im = p["image"]
+                if im.width * im.height > settings.image_max_pixels:
+                    k = (settings.image_max_pixels / (im.width * im.height)) ** 0.5
+                    im = im.resize((max(1, int(im.width * k)), max(1, int(im.height * k))))
+                url = image_to_data_url(im.convert("RGB"), settings.image_format)
+                parts.append({"type": "image_url", "image_url": {"url": url}})
+        role = msg["role"]
+        if role == "tool":
+            parts.insert(0, {"type": "text", "text": "Tool result:"})
+            role = "user"
+        if role in ("system", "assistant"):
+            text = "".join(p["text"] for p in parts if p["type"] == "text")
+            out.append({"role": role, "content": text})
+        else:
+            out.append({"role": role, "content": parts})
+    return out
+
+
+def close_open_tag(text: str) -> str:
+    """Endpoints drop the stop string: put back ``</tool_call>``/``</answer>`` when the turn opened one."""
+    for tag in ("tool_call", "answer"):
+        if text.rfind(f"<{tag}>") > text.rfind(f"</{tag}>"):
+            return text + f"</{tag}>"
+    return text
+
+
+def _retry_after(headers) -> float | None:
+    value = headers.get("retry-after") if headers is not None else None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class OpenAITeacher:
+    """A :class:`Generator` backed by an OpenAI-compatible ``/chat/completions`` endpoint (the ``openai`` client)."""
+
+    def __init__(self, settings: TeacherSettings) -> None:
+        self.settings = settings
+        self.name = f"openai:{settings.base_url}:{settings.model}"
+        self.stats: Counter = Counter()
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        return asyncio.run(self._generate(requests))
+
+    async def _generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        import openai  # noqa: PLC0415
+
+        s = self.settings
+        key = s.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        sem = asyncio.Semaphore(s.concurrency)
+        async with openai.AsyncOpenAI(base_url=s.base_url, api_key=key, max_retries=0, timeout=s.timeout_s) as client:
+
+            async def one(r: GenerationRequest) -> GenerationOutput:
+                async with sem:
+                    return await self._call(client, r)
+
+            return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    async def _call(self, client, r: GenerationRequest) -> GenerationOutput:
+        import openai  # noqa: PLC0415
+
+        s = self.settings
+        messages = to_openai_messages(r, s)
+        last = "no attempt"
+        for attempt in range(s.retries + 1):
+            wait = min(s.max_backoff_s, s.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
+            try:
+                raw = await client.chat.completions.with_raw_response.create(
+                    model=s.model,
+                    messages=messages,
+                    temperature=s.temperature,
+                    top_p=s.top_p,
+                    max_tokens=min(s.max_tokens, r.max_new_tokens) if r.max_new_tokens else s.max_tokens,
+                    stop=STOP,
+                )
+                try:
+                    body = json.loads(raw.http_response.text)
+                    choice = body["choices"][0]
+                    text = choice["message"]["content"]
+                    if not isinstance(text, str):
+                        raise TypeError("message.content is not a string")
+                except (ValueError, KeyError, IndexError, TypeError) as exc:
+                    raise TeacherError(f"malformed response body ({type(exc).__name__}: {exc})") from None
+                usage = body.get("usage") or {}
+                self.stats["ok"] += 1
+                return GenerationOutput(
+                    text=close_open_tag(text),
+                    prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                    completion_tokens=int(usage.get("completion_tokens") or len(text.split())),
+                )
+            except openai.APIStatusError as exc:
+                code = exc.status_code
+                last = f"HTTP {code}"
+                self.stats[last] += 1
+                if code == 429 or code >= 500:
+                    ra = _retry_after(exc.response.headers)
+                    wait = ra if ra is not None else wait
+                else:  # 4xx other than 429: the request itself is wrong; retrying will not help
+                    return GenerationOutput(text="", error=f"{last}: {str(exc)[:200]}")
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                last = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection error"
+                self.stats[last] += 1
+            except TeacherError as exc:
+                last = str(exc)
+                self.stats["malformed"] += 1
+            if attempt < s.retries:
+                logger.info("teacher %s for %s (attempt %d); retrying in %.2fs", last, r.key, attempt + 1, wait)
+                await asyncio.sleep(wait)
+        return GenerationOutput(text="", error=f"{last} after {s.retries + 1} attempts")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The distiller
+
+
+@dataclass
+class DistillSettings:
+    swap: str = "both"  # none | both | random: which presented orders the teacher sees
+    tools: bool = True
+    chunk: int = 16  # trajectories per engine call; the cache is flushed after each
+    require_consistent: bool = False  # with swap=both, keep an item's trajectories only if both orders are right
+    max_per_item: int | None = None  # cap on kept trajectories per item
+    limit: int | None = None
+    seed: int = 0
+    engine: EngineSettings = field(default_factory=EngineSettings)
+
+    def __post_init__(self) -> None:
+        if self.swap not in ("none", "both", "random"):
+            raise ValueError(f"swap must be none, both or random, not {self.swap!r}")
+        if self.chunk < 1:
+            raise ValueError("chunk must be at least 1")
+
+
+def orders_for(record: PreferenceRecord, swap: str, seed: int) -> list[list[int]]:
+    if record.task == "pointwise" or swap == "none":
+        return [list(range(len(record.candidates)))]
+    if swap == "both":
+        return [[0, 1], [1, 0]]
+    rng = random.Random(f"{seed}/{record.id}")
+    return [[0, 1] if rng.random() < 0.5 else [1, 0]]
+
+
+def teacher_id(teacher: Generator) -> str:
+    name = getattr(teacher, "name", type(teacher).__name__)
+    s = getattr(teacher, "settings", None)
+    sampling = s.sampling() if hasattr(s, "sampling") else {}
+    return json.dumps({"teacher": name, "sampling": sampling}, sort_keys=True)
+
+
+def cache_key(record: PreferenceRecord, order: list[int], tools: bool, teacher: str, engine: EngineSettings) -> str:
+    """(item, prompt, teacher, sampling): the item's content, the text the teacher is shown, and who answers."""
+    task = record.to_task()
+    n = len(task.candidates) if task.modality != "answer" else len(task.media)
+    kind = task.visual_kind if task.modality != "answer" else task.media_kind
+    names = [f"{kind}_{k + 1}" for k in range(n)]
+    answers = [task.candidates[i] for i in order] if task.modality == "answer" else []
+    prompt = system_prompt(task, tools, engine.budget) + "\n" + user_text(task, names, answers)
+    item = json.dumps([record.id, record.candidates, record.media, order, tools], ensure_ascii=False)
+    settings = json.dumps(
+        [engine.max_turns, engine.budget.to_dict(), repr(engine.visual), repr(engine.tools)], sort_keys=True
+    )
+    return hashlib.sha256("\n".join([item, prompt, teacher, settings]).encode()).hexdigest()
+
+
+def read_cache(path: Path, errors: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Finished entries by key; a torn last line (a crash mid-write) is skipped. ``errors`` collects the
+    last error of entries that failed."""
+    done: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return done
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if entry.get("status") == "done":
+                done[entry["key"]] = entry
+            elif errors is not None:
+                errors[entry["key"]] = entry["trajectory"].get("error") or "failed"
+    return done
+
+
+def _append(path: Path, entries: list[dict[str, Any]]) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        for e in entries:
+            f.write(json.dumps(e, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def distill(
+    records: list[PreferenceRecord],
+    teacher: Generator,
+    out: str | os.PathLike,
+    settings: DistillSettings | None = None,
+    media_root: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run ``teacher`` on every (record, order); write kept/rejected/failed files and return the summary."""
+    settings = settings or DistillSettings()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    cache_path = out / "cache.jsonl"
+    done = read_cache(cache_path)
+    tid = teacher_id(teacher)
+    engine = RolloutEngine(teacher, settings=settings.engine)
+
+    usable = [r for r in records if not r.metadata_only]
+    skipped_no_media = len(records) - len(usable)
+    if settings.limit is not None:
+        usable = usable[: settings.limit]
+    by_id = {r.id: r for r in usable}
+    jobs = []  # (key, record, order)
+    for r in usable:
+        for order in orders_for(r, settings.swap, settings.seed):
+            rr = _resolved(r, media_root)
+            jobs.append((cache_key(rr, order, settings.tools, tid, settings.engine), rr, order))
+    pending = [j for j in jobs if j[0] not in done]
+    reused = len(jobs) - len(pending)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        bar = tqdm(total=len(jobs), initial=reused, desc="distill", unit="traj")
+    for i in range(0, len(pending), settings.chunk):
+        chunk = pending[i : i + settings.chunk]
+        trajs = engine.run(
+            [rec.to_task() for _, rec, _ in chunk],
+            orders=[o for _, _, o in chunk],
+            tools_on=settings.tools,
+            keys=[f"{rec.id}|{''.join(map(str, o))}" for _, rec, o in chunk],
+        )
+        entries = []
+        for (key, rec, order), t in zip(chunk, trajs):
+            status = "failed" if t.stop_reason in ("generation_error",) else "done"
+            entries.append(
+                {"key": key, "record_id": rec.id, "order": order, "status": status, "trajectory": t.to_dict()}
+            )
+            if status == "done":
+                done[key] = entries[-1]
+        _append(cache_path, entries)
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+
+    # Verify against the labels and write the outputs.
+    errors: dict[str, str] = {}
+    read_cache(cache_path, errors)
+    kept, rejected, failed = [], [], []
+    per_item: dict[str, list[tuple[Trajectory, bool, str]]] = defaultdict(list)
+    for key, rec, order in jobs:
+        entry = done.get(key)
+        if entry is None:
+            failed.append({"record_id": rec.id, "order": order, "error": errors.get(key, "not run")})
+            continue
+        t = Trajectory.from_dict(entry["trajectory"])
+        check = check_verdict(rec, t)
+        if t.stop_reason != "answer":
+            reason = t.stop_reason if t.stop_reason != "parse_failure" else "unparseable"
+        elif not check.correct:
+            reason = "wrong verdict" if not check.reason.startswith("wrong dimension") else "wrong dimension"
+        elif not t.format_ok:
+            reason = "not strict format"
+        else:
+            reason = "ok"
+        per_item[rec.id].append((t, reason == "ok", reason))
+    for rid, items in per_item.items():
+        all_ok = all(ok for _, ok, _ in items)
+        n_kept = 0
+        for t, ok, reason in items:
+            if ok and settings.require_consistent and settings.swap == "both" and not all_ok:
+                ok, reason = False, "inconsistent across orders"
+            if ok and settings.max_per_item is not None and n_kept >= settings.max_per_item:
+                ok, reason = False, "over the per-item cap"
+            if ok:
+                kept.append(t.to_dict())
+                n_kept += 1
+            else:
+                rejected.append({"reason": reason, "category": by_id[rid].category, **t.to_dict()})
+
+    _write_jsonl(out / "kept.jsonl", kept)
+    _write_jsonl(out / "rejected.jsonl", rejected)
+    _write_jsonl(out / "failed.jsonl", failed)
+    cats = {r.id: r.category for r in usable}
+    per_cat: dict[str, Counter] = defaultdict(Counter)
+    for t in kept:
+        per_cat[cats[t["id"].split("|")[0]]]["kept"] += 1
+    for t in rejected:
+        per_cat[t["category"]]["rejected"] += 1
+    for f in failed:
+        per_cat[cats[f["record_id"]]]["failed"] += 1
+    summary = {
+        "items": len(usable),
+        "skipped_without_media": skipped_no_media,
+        "trajectories": len(jobs),
+        "reused_from_cache": reused,
+        "kept": len(kept),
+        "rejected": dict(Counter(r["reason"] for r in rejected)),
+        "failed": dict(Counter(f["error"].split(" after ")[0] for f in failed)),
+        "per_category": {k: dict(v) for k, v in sorted(per_cat.items())},
+        "tool_calls_per_kept": round(sum(len(t["tool_trace"]) for t in kept) / max(1, len(kept)), 3),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if hasattr(teacher, "stats"):
+        summary["teacher_requests"] = dict(teacher.stats)
+    manifest = {
+        "teacher": json.loads(tid),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "engine"},
+        "engine": {
+            "max_turns": settings.engine.max_turns,
+            "budget": settings.engine.budget.to_dict(),
+            "visual": repr(settings.engine.visual),
+            "tools": repr(settings.engine.tools),
+        },
+        "summary": summary,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return summary
+
+
+def _resolved(record: PreferenceRecord, media_root) -> PreferenceRecord:
+    """The record with media paths resolved (so the engine can open them from any working folder)."""
+    if media_root is None:
+        return record
+    task = record.to_task(media_root)
+    d = record.to_dict()
+    if record.modality != "answer":
+        d["candidates"] = list(task.candidates)
+    d["media"] = list(task.media)
+    return PreferenceRecord.from_dict(d)
