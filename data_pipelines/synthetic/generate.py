@@ -465,11 +465,13 @@ def _movers(it: _Item) -> list[dict[str, Any]]:
     # Distinct colours (an object is tracked by its colour) and one axis of motion for all, in separate
     # lanes, so paths never cross and a missing object is a real disappearance, not an occlusion.
     combos = []
+    if it.split == "compositional":  # at least one mover shows a combination never seen in training
+        combos.append(rng.choice(sorted(_held_out())))
     for colour, shape in rng.sample(it.combos, len(it.combos)):
+        if len(combos) >= n:
+            break
         if colour not in {c for c, _ in combos}:
             combos.append((colour, shape))
-        if len(combos) == n:
-            break
     c = cfg.video_canvas
     horizontal = rng.random() < 0.5
     lanes = rng.sample([0.3, 0.7], n) if n > 1 else [rng.choice([0.3, 0.5, 0.7])]
