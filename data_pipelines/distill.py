@@ -32,6 +32,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from data_pipelines.labels import check_verdict
@@ -136,6 +137,7 @@ class OpenAITeacher:
         self.settings = settings
         self.name = f"openai:{settings.base_url}:{settings.model}"
         self.stats: Counter = Counter()
+        self.sampling = SimpleNamespace(max_new_tokens=settings.max_tokens)  # the engine's per-turn token cap
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         return asyncio.run(self._generate(requests))

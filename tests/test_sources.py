@@ -43,10 +43,24 @@ def test_multimodal_rewardbench_predictions_and_release_format(tmp_path):
     release.write_text(
         json.dumps(
             [
-                {"ID": "nocaps_1", "Text": "Caption this.", "Image": "images/nocaps/1.jpg", "Output1": "a cat",
-                 "Output2": "a dog", "Better": "Output2", "Category": "open_generation/correctness_task"},
-                {"ID": "pairs_3", "Text": "Who is this?", "Image": "images/pairs/3.jpg", "Output1": "x",
-                 "Output2": "y", "Better": "Output1", "Category": "safety"},
+                {
+                    "ID": "nocaps_1",
+                    "Text": "Caption this.",
+                    "Image": "images/nocaps/1.jpg",
+                    "Output1": "a cat",
+                    "Output2": "a dog",
+                    "Better": "Output2",
+                    "Category": "open_generation/correctness_task",
+                },
+                {
+                    "ID": "pairs_3",
+                    "Text": "Who is this?",
+                    "Image": "images/pairs/3.jpg",
+                    "Output1": "x",
+                    "Output2": "y",
+                    "Better": "Output1",
+                    "Category": "safety",
+                },
             ]
         )
     )
@@ -72,14 +86,26 @@ def test_mm_rlhf_categories_and_groups():
 @pytest.mark.parametrize(
     ("name", "n", "votes"),
     [
-        ("image_generation_test_v1_random_predictions.jsonl", 1735,
-         {"rightvote": 663, "leftvote": 643, "bothbad_vote": 273, "tievote": 156}),
-        ("image_edition_test_v1_random_predictions.jsonl", 919,
-         {"bothbad_vote": 392, "rightvote": 263, "leftvote": 240, "tievote": 24}),
-        ("video_generation_test_v1_random_predictions.jsonl", 1069,
-         {"rightvote": 375, "leftvote": 325, "bothbad_vote": 231, "tievote": 138}),
-        ("genai_bench_video_1889_unifiedreward_copy.json", 1889,
-         {"rightvote": 651, "leftvote": 619, "bothbad_vote": 404, "tievote": 215}),
+        (
+            "image_generation_test_v1_random_predictions.jsonl",
+            1735,
+            {"rightvote": 663, "leftvote": 643, "bothbad_vote": 273, "tievote": 156},
+        ),
+        (
+            "image_edition_test_v1_random_predictions.jsonl",
+            919,
+            {"bothbad_vote": 392, "rightvote": 263, "leftvote": 240, "tievote": 24},
+        ),
+        (
+            "video_generation_test_v1_random_predictions.jsonl",
+            1069,
+            {"rightvote": 375, "leftvote": 325, "bothbad_vote": 231, "tievote": 138},
+        ),
+        (
+            "genai_bench_video_1889_unifiedreward_copy.json",
+            1889,
+            {"rightvote": 651, "leftvote": 619, "bothbad_vote": 404, "tievote": 215},
+        ),
     ],
 )
 def test_genai_bench_four_way_votes(name, n, votes):
@@ -98,8 +124,11 @@ def test_genai_bench_four_way_votes(name, n, votes):
 def test_mj_bench_alignment_and_quality():
     c = convert("mj_bench", BENCH / "mj_bench" / "alignment")
     assert c.summary()["by_category"] == {
-        "alignment/actions": 117, "alignment/attributes": 229, "alignment/existence": 251,
-        "alignment/other": 243, "alignment/spatial": 76,
+        "alignment/actions": 117,
+        "alignment/attributes": 229,
+        "alignment/existence": 251,
+        "alignment/other": 243,
+        "alignment/spatial": 76,
     }
     q = convert("mj_bench", BENCH / "mj_bench" / "quality_objects_indoor_sample" / "captions_objects_all100.json")
     assert len(q.records) == 100 and q.summary()["with_media"] == 4
@@ -119,7 +148,11 @@ def test_mj_bench_video_preferences():
     assert len(decisive) == 118
     r = decisive[0]
     assert r.task == "multi" and set(r.dimension_labels) <= {
-        "Alignment", "Safety", "Fineness", "Coherence & Consistency", "Bias"
+        "Alignment",
+        "Safety",
+        "Fineness",
+        "Coherence & Consistency",
+        "Bias",
     }
     # The multi answer form names the benchmark's aspects, "&" included, and parses.
     spec = AnswerSpec("multi", "video", allow_tie=True, dimensions=tuple(r.dimension_labels))
@@ -152,8 +185,14 @@ def test_generic_mappings(tmp_path, real_image_pair):
         f"a room,{real_image_pair[0].name},{real_image_pair[1].name},0\n"
         f"a room,{real_image_pair[0].name},{real_image_pair[1].name},0.5\n"
     )
-    c = convert("generic", pap, media_root=root, mapping="prompt=caption,candidate_0=jpg_0,candidate_1=jpg_1,label=label_0",
-                label_values={"1": 0, "0": 1, "0.5": "tie"}, name="pick_a_pic")
+    c = convert(
+        "generic",
+        pap,
+        media_root=root,
+        mapping="prompt=caption,candidate_0=jpg_0,candidate_1=jpg_1,label=label_0",
+        label_values={"1": 0, "0": 1, "0.5": "tie"},
+        name="pick_a_pic",
+    )
     assert [(r.preferred, r.tie) for r in c.records] == [(0, False), (1, False), (None, True)]
     assert all(not r.metadata_only for r in c.records) and c.records[0].source == "pick_a_pic"
 

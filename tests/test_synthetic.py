@@ -124,7 +124,11 @@ def test_oracle_needs_tools_exactly_where_flagged(oracle_runs):
     acc = {}
     for tools, trajs in runs.items():
         for flag in (True, False):
-            oks = [check_verdict(r, t).correct for r, t in zip(records, trajs) if r.metadata["world"]["needs_tool"] == flag]
+            oks = [
+                check_verdict(r, t).correct
+                for r, t in zip(records, trajs)
+                if r.metadata["world"]["needs_tool"] == flag
+            ]
             acc[(tools, flag)] = sum(oks) / len(oks)
     print("oracle accuracy (tools, needs_tool):", acc)
     assert acc[(True, True)] >= 0.9, acc
@@ -166,8 +170,10 @@ def test_video_glitch_is_in_the_file(world):
     clips = [open_video(out / c) for c in r.candidates]
     assert clips[0].num_frames == w["clip_frames"]
     f = w["glitch"]["frames"][0]
-    diff = [abs(int(a) - int(b)) for a, b in zip(clips[bad].frames([f])[0].tobytes()[::97],
-                                                  clips[1 - bad].frames([f])[0].tobytes()[::97])]
+    diff = [
+        abs(int(a) - int(b))
+        for a, b in zip(clips[bad].frames([f])[0].tobytes()[::97], clips[1 - bad].frames([f])[0].tobytes()[::97])
+    ]
     assert max(diff) > 60  # the glitch frame differs from the faithful clip's frame
 
 
