@@ -101,6 +101,31 @@ def register(sub) -> dict:
     )
     d.add_argument("--seed", type=int, default=0)
 
+    j = dsub.add_parser(
+        "reject",
+        help="rejection sampling: K samples per item from a checkpoint, keep the right ones",
+        description="Sample K trajectories per record from a checkpoint (tools on), accept those whose "
+        "verdict matches the label and whose format is strict (at most --max-accept per item, no "
+        "duplicates), and write accepted.jsonl (for RFT), grpo_pool.jsonl (items the model does not "
+        "always get right) and report.json (pass@1, pass@k, accept rates). Resumable.",
+    )
+    j.add_argument("--model", required=True, help="checkpoint folder (full model or adapter)")
+    j.add_argument("--records", required=True)
+    j.add_argument("--out", required=True)
+    j.add_argument("--media-root", help="default: the records file's folder")
+    j.add_argument("--k", type=int, default=4)
+    j.add_argument("--temperature", type=float, default=1.0)
+    j.add_argument("--top-p", type=float, default=1.0)
+    j.add_argument("--max-new-tokens", type=int, default=192, help="per assistant turn")
+    j.add_argument("--batch-size", type=int, default=16, help="trajectories generated together")
+    j.add_argument("--tools", choices=["on", "off"], default="on")
+    j.add_argument("--max-accept", type=int, default=2, help="accepted trajectories per item")
+    j.add_argument("--keep-always-right", action="store_true", help="keep items right in all K samples in the pool")
+    j.add_argument("--limit", type=int)
+    j.add_argument("--world", action="store_true", help="use the synthetic world's visual/tool settings")
+    j.add_argument("--device", default="auto")
+    j.add_argument("--seed", type=int, default=0)
+
     t = dsub.add_parser("stats", help="counts by task, category, label, needs-tool; media present/missing")
     t.add_argument("path", help="a records file (.jsonl/.parquet)")
     t.add_argument("--media-root", help="default: the file's folder")
@@ -117,9 +142,14 @@ def _sources() -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"convert": _convert, "synth": _synth, "distill": _distill, "stats": _stats, "sources": _list}[
-        args.data_command
-    ](args)
+    return {
+        "convert": _convert,
+        "synth": _synth,
+        "distill": _distill,
+        "reject": _reject,
+        "stats": _stats,
+        "sources": _list,
+    }[args.data_command](args)
 
 
 def _list(args) -> int:
@@ -238,6 +268,48 @@ def _distill(args) -> int:
     )
     summary = distill(records, teacher, args.out, settings, media_root=media_root, progress=True)
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _reject(args) -> int:
+    from data_pipelines.records import read_records  # noqa: PLC0415
+    from data_pipelines.rejection import RejectionSettings, rejection_sample  # noqa: PLC0415
+    from mmreward.modeling import ModelSettings, load_model  # noqa: PLC0415
+    from mmreward.rollout import EngineSettings, SamplingSettings, TransformersGenerator  # noqa: PLC0415
+
+    records = read_records(args.records)
+    engine = EngineSettings(batch_size=args.batch_size)
+    if args.world:
+        from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
+
+        engine = EngineSettings(batch_size=args.batch_size, visual=WORLD_VISUAL, tools=WORLD_TOOLS)
+    model, processor = load_model(args.model, ModelSettings(device=args.device))
+    sampling = SamplingSettings(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    )
+    generator = TransformersGenerator(model, processor, sampling)
+    settings = RejectionSettings(
+        k=args.k,
+        tools=args.tools == "on",
+        max_accept_per_item=args.max_accept,
+        drop_always_right=not args.keep_always_right,
+        seed=args.seed,
+        limit=args.limit,
+        chunk=max(args.batch_size, 16),
+    )
+    report = rejection_sample(
+        records,
+        generator,
+        args.out,
+        settings,
+        engine,
+        media_root=args.media_root or str(Path(args.records).parent),
+        model_id=str(Path(args.model).resolve()),
+        progress=True,
+    )
+    print(
+        json.dumps({k: v for k, v in report.items() if k != "groups"} | {"all": report["groups"].get("all")}, indent=2)
+    )
     return 0
 
 

@@ -208,7 +208,11 @@ COMMANDS: dict = {"init-tiny": cmd_init_tiny, "judge": cmd_judge}
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    handler = COMMANDS[args.command]
+    if extra and not getattr(handler, "accepts_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -217,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmreward.modeling import ModelLoadError  # noqa: PLC0415
 
     try:
-        return COMMANDS[args.command](args)
+        return handler(args)
     except (MediaError, ModelLoadError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -134,6 +134,10 @@ def attach_adapter(model, adapter_dir: str | os.PathLike, merge: bool = False, t
     return peft_model.merge_and_unload() if merge else peft_model
 
 
+# Language-model linear layers only; the regex keeps LoRA off the vision tower's blocks.
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
 def add_lora(
     model,
     r: int = 16,
@@ -145,8 +149,7 @@ def add_lora(
     from peft import LoraConfig, get_peft_model  # noqa: PLC0415
 
     if target_modules is None:
-        # Language-model linear layers only; the regex keeps LoRA off the vision tower's blocks.
-        target_modules = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+        target_modules = LORA_TARGETS
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none")
     return get_peft_model(model, config)
 

@@ -19,13 +19,13 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
 
-from mmreward.media import MediaError
+from mmreward.media import MediaError, PixelBudget
 from mmreward.protocol import (
     JudgeTask,
     VisualSettings,
@@ -335,6 +335,31 @@ def read_trajectories(path: str | os.PathLike) -> list[Trajectory]:
     return out
 
 
+def visual_to_dict(v: VisualSettings) -> dict[str, Any]:
+    return asdict(v)
+
+
+def tools_to_dict(t: ToolSettings) -> dict[str, Any]:
+    return asdict(t)
+
+
+def settings_of(traj: Trajectory) -> EngineSettings:
+    """The engine settings a trajectory was produced with (visual and tool budgets), as far as it recorded them."""
+    s = traj.settings or {}
+    visual, tools = VisualSettings(), ToolSettings()
+    if "visual" in s:
+        v = s["visual"]
+        visual = VisualSettings(
+            PixelBudget(**v["image_budget"]), v["overview_frames"], PixelBudget(**v["frame_budget"])
+        )
+    if "tools" in s:
+        t = dict(s["tools"])
+        t["crop_budget"] = PixelBudget(**t["crop_budget"])
+        t["frame_budget"] = PixelBudget(**t["frame_budget"])
+        tools = ToolSettings(**t)
+    return EngineSettings(max_turns=s.get("max_turns", 6), visual=visual, tools=tools)
+
+
 def materialize(
     traj: Trajectory, registry: ToolRegistry | None = None, settings: EngineSettings | None = None
 ) -> ToolContext:
@@ -343,9 +368,9 @@ def materialize(
     Records keep media by reference; tools are deterministic, so replaying the successful calls of the tool
     trace on the task's media reproduces the observation images exactly. SFT rendering and rejection
     sampling use this to turn JSONL records back into model inputs. ``settings`` must match the run's visual
-    and tool settings (the defaults unless the run changed them).
+    and tool settings; without ``settings`` they are read from the trajectory's own record of them.
     """
-    settings = settings or EngineSettings()
+    settings = settings or settings_of(traj)
     registry = registry or default_registry()
     conv = build_conversation(
         traj.judge_task,
@@ -406,6 +431,8 @@ class RolloutEngine:
                 "budget": s.budget.to_dict(),
                 "verdict_mode": s.verdict_mode,
                 "overview_frames": s.visual.overview_frames,
+                "visual": visual_to_dict(s.visual),
+                "tools": tools_to_dict(s.tools),
             },
         )
         started = time.perf_counter()

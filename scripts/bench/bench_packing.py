@@ -1,0 +1,116 @@
+"""Padding-free packing vs padded batches for multi-turn VLM traces: effective (non-pad) tokens per second.
+
+    python scripts/bench/bench_packing.py [--trajectories kept.jsonl --model DIR] [--batch 8 --batches 12]
+
+Without arguments it builds a tiny model and a small synthetic world, distills trajectories with the oracle
+(their lengths vary with the number of turns, tool observations and video frames) and trains on them both ways,
+on the same batches, alternating the two so drift hits both. Prints JSON: tokens/s for each way, the pad share of
+the padded batches, the ideal speed-up 1/(1 - pad share), and the achieved fraction of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def build_data(tmp: Path) -> tuple[Path, Path]:
+    from data_pipelines.distill import DistillSettings, distill
+    from data_pipelines.records import read_records
+    from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL, generate_world
+    from data_pipelines.synthetic.oracle import OracleTeacher
+    from mmreward.rollout import EngineSettings
+    from mmreward.tiny import init_tiny
+
+    model = init_tiny(tmp / "model")
+    generate_world(tmp / "world", seed=0, splits={"train": 120}, see=0)
+    records = read_records(tmp / "world" / "train.jsonl")
+    distill(
+        records,
+        OracleTeacher({r.id: r for r in records}),
+        tmp / "distill",
+        DistillSettings(swap="random", engine=EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS)),
+        media_root=tmp / "world",
+    )
+    return tmp / "distill" / "kept.jsonl", model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trajectories")
+    ap.add_argument("--model")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batches", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    from mmreward.modeling import load_model
+    from train.collate import PackedCollator, PaddedCollator, rope_function
+    from train.render import Renderer, TrajectoryDataset, read_trajectory_files
+
+    with tempfile.TemporaryDirectory() as d:
+        if args.trajectories and args.model:
+            traj_path, model_dir = Path(args.trajectories), Path(args.model)
+        else:
+            traj_path, model_dir = build_data(Path(d))
+        model, processor = load_model(model_dir)
+        model.train()
+        ds = TrajectoryDataset(read_trajectory_files([traj_path]), Renderer(processor))
+        examples = [ds[i] for i in range(len(ds))]
+    rng = random.Random(args.seed)
+    batches = [rng.sample(examples, args.batch) for _ in range(args.batches + 2)]
+    padded = PaddedCollator(processor.tokenizer.pad_token_id)
+    packed = PackedCollator(rope_function(model))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # a real backward and step, no drift in the weights
+
+    def step(batch) -> float:
+        inputs = {k: v for k, v in batch.items() if k != "loss_kinds"}
+        t = time.perf_counter()
+        out = model(**inputs, use_cache=False)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t
+
+    times = {"padded": 0.0, "packed": 0.0}
+    real = total_padded = 0
+    for i, b in enumerate(batches):
+        pb, kb = padded(b), packed(b)  # collation is not timed: both are cheap next to the model
+        tp, tk = step(pb), step(kb)
+        if i < 2:
+            continue  # warm-up
+        times["padded"] += tp
+        times["packed"] += tk
+        real += sum(len(e) for e in b)
+        total_padded += pb["input_ids"].numel()
+    pad_share = 1 - real / total_padded
+    tps = {k: real / v for k, v in times.items()}
+    ratio = tps["packed"] / tps["padded"]
+    ideal = 1 / (1 - pad_share)
+    lengths = [len(e) for e in examples]
+    print(
+        json.dumps(
+            {
+                "trajectories": len(examples),
+                "length": {"min": min(lengths), "mean": round(sum(lengths) / len(lengths), 1), "max": max(lengths)},
+                "batch": args.batch,
+                "batches_timed": args.batches,
+                "effective_tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
+                "pad_share": round(pad_share, 4),
+                "speedup": round(ratio, 3),
+                "ideal_speedup": round(ideal, 3),
+                "fraction_of_ideal": round(ratio / ideal, 3),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Rendering trajectories for training: the exact loss mask, the same tokens the engine sees at inference, and
+padding-free packing that gives the same logits and loss as padded batches."""
+
+import pytest
+import torch
+
+from mmreward.protocol import JudgeTask, format_turn
+from mmreward.rollout import EngineSettings, RolloutEngine, ScriptedGenerator, TransformersGenerator
+from train.collate import PackedCollator, PaddedCollator, rope_function
+from train.render import ANSWER, END, IGNORE, THINK, TOOL_CALL, Renderer
+
+TURN_1 = format_turn("the corner is small; zoom in", tool=("crop", {"image": "image_1", "bbox_2d": [0, 0, 500, 500]}))
+TURN_2 = format_turn("the top-left is red, as answer 1 says", answer="Answer 1 is better")
+
+
+@pytest.fixture
+def trajectories(quadrant_png, real_image_pair):
+    tasks = [
+        JudgeTask(
+            "What colour is the top-left?",
+            ["It is red.", "It is blue."],
+            modality="answer",
+            media=[str(quadrant_png)],
+            id="q",
+        ),
+        JudgeTask("a room", [str(p) for p in real_image_pair], id="img"),
+        JudgeTask("a room, scored", [str(real_image_pair[0])], kind="pointwise", id="pt"),
+    ]
+    script = {
+        "q": [TURN_1, TURN_2],
+        "img": [format_turn("image 1 fits the prompt", answer="Image 1 is better")],
+        "pt": [format_turn("fine", answer="Score: 7")],
+    }
+    trajs = RolloutEngine(ScriptedGenerator(script)).run(tasks, orders=[[0, 1], [1, 0], [0]])
+    assert all(t.stop_reason == "answer" for t in trajs)
+    return trajs
+
+
+def test_exact_loss_mask(tiny_model, trajectories):
+    _, processor = tiny_model
+    tok = processor.tokenizer
+    ex = Renderer(processor).render(trajectories[0])
+    ids, labels, kinds = ex.input_ids.tolist(), ex.labels.tolist(), ex.kinds.tolist()
+    trained = [i for i, lab in enumerate(labels) if lab != IGNORE]
+    # The trained positions are exactly two contiguous spans: each assistant turn and its <|im_end|>.
+    spans, start = [], trained[0]
+    for a, b in zip(trained, trained[1:] + [None]):
+        if b != a + 1:
+            spans.append((start, a + 1))
+            start = b
+    assert [tok.decode(ids[s:e]) for s, e in spans] == [TURN_1 + "<|im_end|>", TURN_2 + "<|im_end|>"]
+    # Everything else is masked: the system prompt, the user prompt, the images and the tool observation.
+    masked_text = tok.decode([t for t, lab in zip(ids, labels) if lab == IGNORE])
+    assert "obs_1: crop of image_1" in masked_text and "What colour is the top-left?" in masked_text
+    image_pad = tok.convert_tokens_to_ids("<|image_pad|>")
+    assert all(lab == IGNORE for t, lab in zip(ids, labels) if t == image_pad)
+    assert ids.count(image_pad) > 0 and ex.image_grid_thw.shape[0] == 2  # the input image and the crop
+    # Kinds: the reasoning, the tool call, the verdict and the end-of-turn tokens are told apart.
+    by_kind = {k: tok.decode([t for t, kk in zip(ids, kinds) if kk == k]) for k in (THINK, TOOL_CALL, ANSWER, END)}
+    assert by_kind[TOOL_CALL].startswith("<tool_call>") and '"bbox_2d": [0, 0, 500, 500]' in by_kind[TOOL_CALL]
+    assert by_kind[ANSWER] == "<answer>Answer 1 is better</answer>"
+    assert by_kind[END] == "<|im_end|><|im_end|>"
+    assert "zoom in" in by_kind[THINK] and "answer 1 says" in by_kind[THINK]
+    assert all(k == 0 for k, lab in zip(kinds, labels) if lab == IGNORE)
+
+
+def test_training_text_is_what_the_engine_renders(tiny_model, trajectories):
+    """Every assistant turn is trained in exactly the context the engine gave the model when it generated it."""
+    model, processor = tiny_model
+    renderer = Renderer(processor)
+    t = trajectories[0]
+    full = renderer.text(t)
+    messages, images, tools = renderer.conversation(t)
+    gen = TransformersGenerator(model, processor)
+    for k, m in enumerate(messages):
+        if m["role"] == "assistant":
+            prompt = gen.render(messages[:k], tools)  # what the engine sent for this turn
+            assert full.startswith(prompt + m["content"][0]["text"])
+
+
+def test_packing_matches_padding(tiny_model, trajectories):
+    model, processor = tiny_model
+    examples = [Renderer(processor).render(t) for t in trajectories]
+    padded = PaddedCollator(processor.tokenizer.pad_token_id)(examples)
+    packed = PackedCollator(rope_function(model))(examples)
+    assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
+    assert packed["position_ids"].shape == (4, 1, sum(len(e) for e in examples))
+
+    def forward(batch):
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "loss_kinds")}
+        with torch.no_grad():
+            return model(**inputs, use_cache=False).logits.float()
+
+    a, b = forward(padded), forward(packed)[0]
+    off, nll_a, nll_b, n = 0, 0.0, 0.0, 0
+    for i, e in enumerate(examples):
+        L = len(e)
+        torch.testing.assert_close(a[i, :L], b[off : off + L], atol=1e-4, rtol=1e-4)
+        lab = e.labels[1:]
+        keep = lab != IGNORE
+        nll_a += torch.nn.functional.cross_entropy(a[i, : L - 1][keep], lab[keep], reduction="sum").item()
+        nll_b += torch.nn.functional.cross_entropy(b[off : off + L - 1][keep], lab[keep], reduction="sum").item()
+        n += int(keep.sum())
+        off += L
+    assert abs(nll_a / n - nll_b / n) < 1e-4
+    # 1-D positions (what TRL's flattening collator would give) are *not* equivalent: mRoPE matters.
+    flat = dict(packed)
+    flat["position_ids"] = torch.cat([torch.arange(len(e)) for e in examples])[None]
+    c = forward(flat)[0]
+    assert (c[: len(examples[0])] - a[0, : len(examples[0])]).abs().max() > 1e-3
+
+
+def test_engine_settings_travel_with_the_trajectory(trajectories, tiny_model):
+    """The pixel budgets a trajectory was judged under are recorded, so rendering it later uses the same ones."""
+    from mmreward.media import PixelBudget
+    from mmreward.protocol import VisualSettings
+    from mmreward.rollout import settings_of
+
+    visual = VisualSettings(image_budget=PixelBudget(56 * 56, 112 * 112))
+    task = JudgeTask("a room", [trajectories[1].task["candidates"][0]] * 2, id="img2")
+    (t,) = RolloutEngine(
+        ScriptedGenerator({"img2": [format_turn("ok", answer="Image 1 is better")]}),
+        settings=EngineSettings(visual=visual),
+    ).run([task])
+    assert settings_of(t).visual == visual
+    ex = Renderer(tiny_model[1]).render(t)
+    assert ex.image_grid_thw.tolist() == [[1, 8, 8], [1, 8, 8]]  # 112x112 under patch 14

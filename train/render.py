@@ -1,0 +1,187 @@
+"""Turn trajectory records into training examples: token ids, the loss mask, and the images in order.
+
+The conversation is rendered exactly as the engine renders it at inference (same protocol messages, same
+chat template, same tool schemas, same pixel budgets, observation images rebuilt by replaying the tool trace).
+The loss covers the assistant turns only: each turn's text and its closing ``<|im_end|>``. The system prompt,
+the user prompt with its media, and every tool observation (text and image tokens) are masked.
+
+Per-token *kinds* label what a trained token belongs to, so the trainer can log sub-losses: ``THINK`` (reasoning
+and anything outside the tags), ``TOOL_CALL`` (inside ``<tool_call>...</tool_call>``), ``ANSWER`` (inside
+``<answer>...</answer>``, the verdict), and ``END`` (the closing ``<|im_end|>``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmreward.protocol import resolve_images
+from mmreward.rollout import EngineSettings, RolloutEngine, Trajectory, materialize, settings_of
+
+IGNORE = -100
+MASKED, THINK, TOOL_CALL, ANSWER, END = 0, 1, 2, 3, 4
+KIND_NAMES = {THINK: "think", TOOL_CALL: "tool_call", ANSWER: "answer", END: "end"}
+
+
+class RenderError(ValueError):
+    pass
+
+
+@dataclass
+class Example:
+    """One rendered trajectory."""
+
+    input_ids: torch.Tensor  # (L,)
+    labels: torch.Tensor  # (L,) IGNORE outside assistant turns
+    kinds: torch.Tensor  # (L,) MASKED / THINK / TOOL_CALL / ANSWER / END
+    mm_token_type_ids: torch.Tensor  # (L,) 0 text, 1 image
+    pixel_values: torch.Tensor | None  # (patches, dim) for all images, in order
+    image_grid_thw: torch.Tensor | None  # (images, 3)
+    id: str = ""
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def trained_tokens(self) -> int:
+        return int((self.labels != IGNORE).sum())
+
+
+class Renderer:
+    """Renders trajectories with one processor. ``settings`` overrides the visual/tool budgets a trajectory
+    recorded (normally leave it ``None``)."""
+
+    def __init__(self, processor, settings: EngineSettings | None = None, max_length: int | None = None) -> None:
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.settings = settings
+        self.max_length = max_length
+        tok = self.tokenizer
+        self.im_end = tok.convert_tokens_to_ids("<|im_end|>")
+        self.assistant_start = tok.encode("<|im_start|>assistant\n", add_special_tokens=False)
+        self.image_pad = tok.convert_tokens_to_ids("<|image_pad|>")
+
+    def conversation(self, traj: Trajectory) -> tuple[list[dict[str, Any]], list, list[dict[str, Any]] | None]:
+        settings = self.settings or settings_of(traj)
+        ctx = materialize(traj, settings=settings)
+        messages, images = resolve_images(traj.messages, ctx.images, settings.visual)
+        tools = RolloutEngine(None, settings=settings).tool_schemas(traj.judge_task, traj.tools_on)
+        return messages, images, tools
+
+    def text(self, traj: Trajectory) -> str:
+        messages, _, tools = self.conversation(traj)
+        return self.processor.apply_chat_template(messages, tools=tools, tokenize=False)
+
+    def render(self, traj: Trajectory) -> Example:
+        messages, images, tools = self.conversation(traj)
+        n_assistant = sum(m["role"] == "assistant" for m in messages)
+        if n_assistant == 0:
+            raise RenderError(f"trajectory {traj.id}: no assistant turn to train on")
+        text = self.processor.apply_chat_template(messages, tools=tools, tokenize=False)
+        batch = self.processor(text=[text], images=images or None, return_tensors="pt")
+        ids = batch["input_ids"][0]
+        labels, kinds = self.mask(ids, n_assistant, traj.id)
+        if self.max_length is not None and len(ids) > self.max_length:
+            raise RenderError(
+                f"trajectory {traj.id}: {len(ids)} tokens exceed max_length={self.max_length}; raise max_length or "
+                "lower the pixel budgets (truncating would cut image tokens away from their pixels)"
+            )
+        mm = batch.get("mm_token_type_ids")
+        mm = mm[0] if mm is not None else (ids == self.image_pad).long()
+        return Example(
+            input_ids=ids,
+            labels=labels,
+            kinds=kinds,
+            mm_token_type_ids=mm,
+            pixel_values=batch.get("pixel_values"),
+            image_grid_thw=batch.get("image_grid_thw"),
+            id=traj.id,
+        )
+
+    def mask(self, ids: torch.Tensor, n_assistant: int, tid: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+        """Labels and kinds: assistant spans run from after ``<|im_start|>assistant\\n`` through ``<|im_end|>``."""
+        seq = ids.tolist()
+        labels = torch.full_like(ids, IGNORE)
+        kinds = torch.zeros_like(ids)
+        head = self.assistant_start
+        spans = []
+        i = 0
+        while i <= len(seq) - len(head):
+            if seq[i : i + len(head)] == head:
+                start = i + len(head)
+                try:
+                    end = seq.index(self.im_end, start)
+                except ValueError:
+                    raise RenderError(f"trajectory {tid}: an assistant turn has no <|im_end|>") from None
+                spans.append((start, end + 1))
+                i = end + 1
+            else:
+                i += 1
+        if len(spans) != n_assistant:
+            raise RenderError(
+                f"trajectory {tid}: found {len(spans)} assistant spans for {n_assistant} assistant turns"
+            )
+        for start, end in spans:
+            labels[start:end] = ids[start:end]
+            kinds[start:end] = torch.tensor(self._kinds(seq[start : end - 1]) + [END])
+        return labels, kinds
+
+    def _kinds(self, span: list[int]) -> list[int]:
+        """THINK / TOOL_CALL / ANSWER per token: the block (tags included) its first character falls in."""
+        pieces = [self.tokenizer.decode([t]) for t in span]
+        text = "".join(pieces)
+        char_kind = [THINK] * (len(text) + 1)
+        for pattern, kind in ((r"<tool_call>.*?(</tool_call>|$)", TOOL_CALL), (r"<answer>.*?(</answer>|$)", ANSWER)):
+            for m in re.finditer(pattern, text, re.S):
+                char_kind[m.start() : m.end()] = [kind] * (m.end() - m.start())
+        out, pos = [], 0
+        for piece in pieces:
+            out.append(char_kind[min(pos, len(text))] if piece else THINK)
+            pos += len(piece)
+        return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Datasets
+
+
+def read_trajectory_files(paths: list[str | os.PathLike], only_correct: bool = False) -> list[Trajectory]:
+    out = []
+    for p in paths:
+        with Path(p).open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    d = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise RenderError(f"{p}:{lineno}: invalid JSON ({exc.msg})") from None
+                d = {k: v for k, v in d.items() if k in Trajectory.__dataclass_fields__}
+                out.append(Trajectory.from_dict(d))
+    return out
+
+
+class TrajectoryDataset(torch.utils.data.Dataset):
+    """Trajectories rendered on first access and cached (processing one takes a few milliseconds)."""
+
+    def __init__(self, trajectories: list[Trajectory], renderer: Renderer) -> None:
+        self.trajectories = trajectories
+        self.renderer = renderer
+        self._cache: dict[int, Example] = {}
+
+    def __len__(self) -> int:
+        return len(self.trajectories)
+
+    def __getitem__(self, i: int) -> Example:
+        if i not in self._cache:
+            self._cache[i] = self.renderer.render(self.trajectories[i])
+        return self._cache[i]
+
+    def lengths(self) -> list[int]:
+        return [len(self[i]) for i in range(len(self))]

@@ -1,0 +1,396 @@
+"""Stage 1 (cold-start SFT) and stage 2's RFT: TRL's ``SFTTrainer`` on multi-turn judging trajectories.
+
+    mmreward train sft --config train/recipes/tiny-cpu/sft.yaml [--learning_rate 5e-4 ...]
+    accelerate launch --config_file train/accelerate/zero3.yaml -m train.sft --config train/recipes/qwen2_5_vl_7b/sft.yaml
+
+Trajectories (the engine's JSONL: distilled ``kept.jsonl`` or rejection sampling's ``accepted.jsonl``) are
+rendered by :mod:`train.render` exactly as the engine renders them at inference, images and tool observations
+included; the loss is on assistant turns only. Configuration is three dataclasses (:class:`SFTScriptArguments`,
+TRL's ``SFTConfig`` and ``ModelConfig``) read by ``TrlParser`` from a YAML recipe, with command-line overrides.
+
+What this adds to TRL:
+
+* padding-free packing of VLM traces with exact 3-D mRoPE positions (``pack: true``; see :mod:`train.collate`);
+* sub-losses per kind of token (``loss_think``, ``loss_tool_call``, ``loss_answer``, ``loss_end``) and effective
+  ``tokens_per_second`` in the logs;
+* checkpoints written to a staging folder and renamed into place, so a ``kill -9`` never leaves a half-written
+  ``checkpoint-N``; re-running the same command resumes from the last complete checkpoint (model, optimizer,
+  scheduler, RNG and data position, as ``Trainer`` restores them);
+* at the end: the model (or adapter) and processor in ``output_dir``, ``curves.png``, an optional accuracy on a
+  records file (``eval_records``), and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+
+from train.collate import PackedCollator, PaddedCollator, rope_function
+from train.render import KIND_NAMES, Renderer, RenderError, TrajectoryDataset, read_trajectory_files
+
+logger = logging.getLogger("mmreward.train")
+STAGING = ".staging"
+
+
+@dataclass
+class SFTScriptArguments:
+    """mmreward's own SFT options (the rest is TRL's ``SFTConfig`` and ``ModelConfig``)."""
+
+    train_files: list[str] = field(default_factory=list, metadata={"help": "trajectory JSONL files to train on"})
+    eval_files: list[str] = field(default_factory=list, metadata={"help": "trajectory JSONL files for eval loss"})
+    pack: bool = field(default=False, metadata={"help": "padding-free packing with exact mRoPE positions"})
+    freeze_vision_tower: bool = False
+    freeze_projector: bool = False
+    eval_records: str | None = field(default=None, metadata={"help": "records file to judge at the end"})
+    eval_media_root: str | None = None
+    eval_limit: int | None = 200
+    eval_tools: bool = True
+    world_settings: bool = field(
+        default=False, metadata={"help": "judge eval_records with the synthetic world's visual/tool settings"}
+    )
+    stage: str = "sft"
+
+
+def parse(argv: list[str] | None = None) -> tuple[SFTScriptArguments, SFTConfig, ModelConfig]:
+    parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
+    return parser.parse_args_and_config(argv)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The trainer
+
+
+class JudgeSFTTrainer(SFTTrainer):
+    """``SFTTrainer`` plus sub-losses, tokens/s and atomic checkpoints (see the module docstring)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._last_outputs = None
+        self.model.register_forward_hook(self._capture)
+        self._tokens_since_log = 0
+        self._log_clock = time.perf_counter()
+
+    def _capture(self, module, args, output) -> None:
+        self._last_outputs = output
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        kinds = inputs.pop("loss_kinds", None)
+        if "attention_mask" in inputs:
+            n_tokens = int(inputs["attention_mask"].sum())
+        else:
+            n_tokens = int(inputs["input_ids"].numel())
+        self._last_outputs = None
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        out = self._last_outputs
+        log_probs = getattr(out, "log_probs", None)
+        if kinds is not None and log_probs is not None and log_probs.dim() == 2:
+            mode = "train" if self.model.training else "eval"
+            k = kinds[:, 1:].to(log_probs.device)
+            with torch.no_grad():
+                for kind, name in KIND_NAMES.items():
+                    m = k == kind
+                    if bool(m.any()):
+                        self._metrics[mode][f"loss_{name}"].append(float(-log_probs[m].mean()))
+        if self.model.training:
+            self._tokens_since_log += n_tokens
+        return result
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self.model.training:
+            now = time.perf_counter()
+            tokens = self.accelerator.gather_for_metrics(
+                torch.tensor(self._tokens_since_log, device=self.accelerator.device)
+            ).sum()
+            logs["tokens_per_second"] = round(float(tokens) / max(now - self._log_clock, 1e-9), 1)
+            self._tokens_since_log, self._log_clock = 0, now
+        super().log(logs, start_time)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Write the checkpoint under ``output_dir/.staging/`` and rename it into place when complete."""
+        run_dir = self._get_output_dir(trial=trial)
+        staging = os.path.join(run_dir, STAGING)
+        name = f"checkpoint-{self.state.global_step}"
+        self._get_output_dir = lambda trial=None: staging  # noqa: ARG005
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            del self._get_output_dir
+        self.accelerator.wait_for_everyone()
+        if self.is_world_process_zero():
+            final = os.path.join(run_dir, name)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.replace(os.path.join(staging, name), final)
+            fd = os.open(run_dir, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if self.args.save_total_limit:
+                from transformers.trainer_utils import rotate_checkpoints  # noqa: PLC0415
+
+                rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
+        self.accelerator.wait_for_everyone()
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Full checkpoints are reloaded through ``from_pretrained``: transformers 5 saves Qwen-VL weights under
+        their conversion-mapped names, which ``Trainer``'s raw ``load_state_dict`` would silently miss (strict=False),
+        resuming from random weights. Adapters and sharded (FSDP/DeepSpeed) checkpoints keep Trainer's path."""
+        model = model if model is not None else self.model
+        target = self.accelerator.unwrap_model(model)
+        full = (Path(resume_from_checkpoint) / "model.safetensors").is_file() or (
+            Path(resume_from_checkpoint) / "model.safetensors.index.json"
+        ).is_file()
+        if not full or hasattr(target, "peft_config") or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        loaded = type(target).from_pretrained(resume_from_checkpoint, dtype=next(target.parameters()).dtype)
+        missing, unexpected = target.load_state_dict(loaded.state_dict(), strict=True), None
+        del loaded, missing, unexpected
+
+
+def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest complete ``checkpoint-N`` (complete ones are only ever renamed into place)."""
+    d = Path(output_dir)
+    if not d.is_dir():
+        return None
+    found = sorted(
+        (int(p.name.split("-")[1]), p)
+        for p in d.glob("checkpoint-*")
+        if p.is_dir() and p.name.split("-")[1].isdigit() and (p / "trainer_state.json").is_file()
+    )
+    return str(found[-1][1]) if found else None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def load_for_training(model_args: ModelConfig, cfg: SFTConfig):
+    from mmreward.modeling import ModelSettings, load_model  # noqa: PLC0415
+
+    if not model_args.model_name_or_path:
+        raise ValueError("model_name_or_path is required (a local checkpoint folder)")
+    dtype = model_args.dtype if model_args.dtype not in (None, "auto") else ("bfloat16" if cfg.bf16 else "float32")
+    device = "cpu" if cfg.use_cpu else "auto"
+    model, processor = load_model(
+        model_args.model_name_or_path,
+        # Training on top of an adapter checkpoint (RFT after a LoRA SFT) merges it first; a new adapter goes on top.
+        ModelSettings(dtype=dtype, device=device, attn_implementation=model_args.attn_implementation, merge_lora=True),
+    )
+    model.train()
+    return model, processor
+
+
+def freeze(model, vision_tower: bool, projector: bool) -> dict[str, int]:
+    inner = getattr(model, "model", model)
+    visual = getattr(inner, "visual", None)
+    frozen = 0
+    if visual is not None and vision_tower:
+        for n, p in visual.named_parameters():
+            if not n.startswith("merger"):
+                p.requires_grad_(False)
+                frozen += p.numel()
+    if visual is not None and projector and hasattr(visual, "merger"):
+        for p in visual.merger.parameters():
+            p.requires_grad_(False)
+            frozen += p.numel()
+    return {"frozen_parameters": frozen}
+
+
+def build_datasets(
+    script: SFTScriptArguments, processor, max_length: int | None
+) -> tuple[TrajectoryDataset, TrajectoryDataset | None, dict]:
+    """Render every trajectory up front; ones longer than ``max_length`` (SFTConfig's) are skipped and counted."""
+    renderer = Renderer(processor, max_length=max_length)
+    if not script.train_files:
+        raise ValueError("train_files is empty; point it at trajectory JSONL files (e.g. a distill run's kept.jsonl)")
+    missing = [f for f in script.train_files + script.eval_files if not Path(f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"trajectory file(s) not found: {missing}")
+
+    def build(files: list[str]) -> tuple[TrajectoryDataset, int]:
+        trajs = read_trajectory_files(files)
+        ds = TrajectoryDataset(trajs, renderer)
+        good, skipped = [], 0
+        for i, t in enumerate(trajs):
+            try:
+                ds[i]  # render now: bad data fails here, not in the middle of training
+                good.append(t)
+            except RenderError as exc:
+                logger.warning("skipping %s", exc)
+                skipped += 1
+        if not good:
+            raise ValueError(f"no trajectory in {files} could be rendered for training")
+        return TrajectoryDataset(good, renderer), skipped
+
+    train, skipped = build(script.train_files)
+    stats = {"train_trajectories": len(train), "skipped": skipped}
+    lengths = train.lengths()
+    stats.update(
+        tokens=sum(lengths),
+        trained_tokens=sum(train[i].trained_tokens for i in range(len(train))),
+        max_length_seen=max(lengths),
+    )
+    eval_ds = build(script.eval_files)[0] if script.eval_files else None
+    return train, eval_ds, stats
+
+
+def _index_dataset(n: int, split: str):
+    """TRL wants a ``datasets.Dataset``: rows are indices into the rendered examples, which stay in memory."""
+    from datasets import Dataset  # noqa: PLC0415
+
+    return Dataset.from_dict({"idx": list(range(n)), "split": [split] * n})
+
+
+class _Lookup:
+    """Collate index rows: fetch each rendered example, then batch them (padded or packed)."""
+
+    def __init__(self, datasets: dict[str, TrajectoryDataset], collator) -> None:
+        self.datasets, self.collator = datasets, collator
+
+    def __call__(self, rows):
+        return self.collator([self.datasets[r["split"]][int(r["idx"])] for r in rows])
+
+
+def git_version() -> str:
+    try:
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).parent,
+                timeout=5,
+            ).stdout.strip()
+            or "unknown"
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def run(script: SFTScriptArguments, cfg: SFTConfig, model_args: ModelConfig) -> dict:
+    started = time.perf_counter()
+    cfg.remove_unused_columns = False
+    cfg.dataset_kwargs = {"skip_prepare_dataset": True}
+    cfg.packing = False  # TRL's packing refuses vision data; ours is `pack`
+    if cfg.use_cpu and cfg.bf16:
+        raise ValueError("bf16 on CPU is not supported here: set bf16: false with use_cpu: true")
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / STAGING, ignore_errors=True)  # a checkpoint interrupted while being written
+
+    model, processor = load_for_training(model_args, cfg)
+    frozen = freeze(model, script.freeze_vision_tower, script.freeze_projector)
+    train, eval_ds, stats = build_datasets(script, processor, cfg.max_length)
+    collator = (
+        PackedCollator(rope_function(model)) if script.pack else PaddedCollator(processor.tokenizer.pad_token_id)
+    )
+    peft_config = None
+    if model_args.use_peft:
+        from mmreward.modeling import LORA_TARGETS  # noqa: PLC0415
+
+        if not model_args.lora_target_modules:
+            model_args.lora_target_modules = LORA_TARGETS
+        peft_config = get_peft_config(model_args)
+    trainer = JudgeSFTTrainer(
+        model=model,
+        args=cfg,
+        train_dataset=_index_dataset(len(train), "train"),
+        eval_dataset=_index_dataset(len(eval_ds), "eval") if eval_ds is not None else None,
+        data_collator=_Lookup({"train": train, "eval": eval_ds}, collator),
+        processing_class=processor,
+        peft_config=peft_config,
+    )
+    resume = (
+        last_checkpoint(out)
+        if cfg.resume_from_checkpoint in (None, "auto", "True", True)
+        else cfg.resume_from_checkpoint
+    )
+    if resume:
+        logger.warning("resuming from %s", resume)
+        print(f"[{script.stage}] resuming from {resume}", flush=True)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(cfg.output_dir)
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(cfg.output_dir)
+    summary = {
+        "stage": script.stage,
+        "train_loss": round(float(result.training_loss), 5),
+        "global_step": trainer.state.global_step,
+        "resumed_from": resume,
+        "world_size": trainer.accelerator.num_processes,
+        "seconds": round(time.perf_counter() - started, 1),
+        **stats,
+        **frozen,
+    }
+    if trainer.is_world_process_zero():
+        from train.plots import plot_curves  # noqa: PLC0415
+
+        summary["curves"] = plot_curves(trainer.state.log_history, out / "curves.png", title=f"{script.stage}")
+        if script.eval_records:
+            summary["eval"] = evaluate_checkpoint(trainer.model, processor, script)
+        manifest = {
+            "stage": script.stage,
+            "inputs": {
+                "train_files": script.train_files,
+                "eval_files": script.eval_files,
+                "model": model_args.model_name_or_path,
+            },
+            "config": {
+                "script": asdict(script),
+                "model": asdict(model_args),
+                "trainer": {k: v for k, v in cfg.to_dict().items() if not k.startswith("_")},
+            },
+            "code_version": git_version(),
+            "summary": summary,
+            "log_history": trainer.state.log_history,
+        }
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        print(json.dumps({k: v for k, v in summary.items() if k != "curves"}, default=str), flush=True)
+    return summary
+
+
+def evaluate_checkpoint(model, processor, script: SFTScriptArguments) -> dict:
+    """Greedy judging of ``eval_records`` (tools on by default): accuracy, by category and needs-tool."""
+    from data_pipelines.records import read_records  # noqa: PLC0415
+    from data_pipelines.rejection import judge_records  # noqa: PLC0415
+    from mmreward.rollout import EngineSettings, SamplingSettings, TransformersGenerator  # noqa: PLC0415
+
+    records = read_records(script.eval_records)
+    engine = EngineSettings()
+    if script.world_settings:
+        from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
+
+        engine = EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS)
+    model.eval()
+    gen = TransformersGenerator(model, processor, SamplingSettings(max_new_tokens=160, temperature=0.0))
+    root = script.eval_media_root or str(Path(script.eval_records).parent)
+    report = judge_records(records, gen, engine, media_root=root, tools=script.eval_tools, limit=script.eval_limit)
+    return {"accuracy": report["accuracy"], "items": report["items"], "groups": report["groups"]}
+
+
+def main(argv: list[str] | None = None, stage: str | None = None) -> int:
+    script, cfg, model_args = parse(argv)
+    if stage:
+        script.stage = stage
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run(script, cfg, model_args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
