@@ -78,36 +78,45 @@ def test_training_text_is_what_the_engine_renders(tiny_model, trajectories):
             assert full.startswith(prompt + m["content"][0]["text"])
 
 
-def test_packing_matches_padding(tiny_model, trajectories):
+@pytest.mark.parametrize("row_tokens", [10**6, None], ids=["one-row", "bounded-rows"])
+def test_packing_matches_padding(tiny_model, trajectories, row_tokens):
     model, processor = tiny_model
     examples = [Renderer(processor).render(t) for t in trajectories]
     padded = PaddedCollator(processor.tokenizer.pad_token_id)(examples)
-    packed = PackedCollator(rope_function(model))(examples)
-    assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
-    assert packed["position_ids"].shape == (4, 1, sum(len(e) for e in examples))
+    collator = PackedCollator(rope_function(model), row_tokens=row_tokens)
+    packed = collator(examples)
+    rows = collator.bins(examples)
+    assert "attention_mask" not in packed and packed["position_ids"].shape[:2] == (4, len(rows))
+    if row_tokens:
+        assert len(rows) == 1 and packed["input_ids"].shape[1] == sum(len(e) for e in examples)
+    else:
+        assert len(rows) > 1 and packed["input_ids"].shape[1] == max(len(e) for e in examples)
 
     def forward(batch):
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "loss_kinds")}
         with torch.no_grad():
             return model(**inputs, use_cache=False).logits.float()
 
-    a, b = forward(padded), forward(packed)[0]
-    off, nll_a, nll_b, n = 0, 0.0, 0.0, 0
-    for i, e in enumerate(examples):
-        L = len(e)
-        torch.testing.assert_close(a[i, :L], b[off : off + L], atol=1e-4, rtol=1e-4)
-        lab = e.labels[1:]
-        keep = lab != IGNORE
-        nll_a += torch.nn.functional.cross_entropy(a[i, : L - 1][keep], lab[keep], reduction="sum").item()
-        nll_b += torch.nn.functional.cross_entropy(b[off : off + L - 1][keep], lab[keep], reduction="sum").item()
-        n += int(keep.sum())
-        off += L
+    a, b = forward(padded), forward(packed)
+    nll_a, nll_b, n = 0.0, 0.0, 0
+    for r, row in enumerate(rows):
+        off = 0
+        for i in row:
+            L = len(examples[i])
+            torch.testing.assert_close(a[i, :L], b[r, off : off + L], atol=1e-4, rtol=1e-4)
+            lab = examples[i].labels[1:]
+            keep = lab != IGNORE
+            nll_a += torch.nn.functional.cross_entropy(a[i, : L - 1][keep], lab[keep], reduction="sum").item()
+            nll_b += torch.nn.functional.cross_entropy(b[r, off : off + L - 1][keep], lab[keep], reduction="sum").item()
+            n += int(keep.sum())
+            off += L
     assert abs(nll_a / n - nll_b / n) < 1e-4
-    # 1-D positions (what TRL's flattening collator would give) are *not* equivalent: mRoPE matters.
-    flat = dict(packed)
-    flat["position_ids"] = torch.cat([torch.arange(len(e)) for e in examples])[None]
-    c = forward(flat)[0]
-    assert (c[: len(examples[0])] - a[0, : len(examples[0])]).abs().max() > 1e-3
+    if row_tokens:
+        # 1-D positions (what TRL's flattening collator would give) are *not* equivalent: mRoPE matters.
+        flat = dict(packed)
+        flat["position_ids"] = torch.cat([torch.arange(len(e)) for e in examples])[None]
+        c = forward(flat)[0]
+        assert (c[: len(examples[0])] - a[0, : len(examples[0])]).abs().max() > 1e-3
 
 
 def test_engine_settings_travel_with_the_trajectory(trajectories, tiny_model):

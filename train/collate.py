@@ -1,6 +1,6 @@
 """Batching rendered trajectories: padded batches, or padding-free packing with correct 3-D mRoPE positions.
 
-**Packing.** All examples of a batch are concatenated into one row. Qwen-VL's multimodal RoPE gives image tokens
+**Packing.** The examples of a batch are concatenated into rows without padding between them. Qwen-VL's multimodal RoPE gives image tokens
 3-D (temporal, height, width) positions, so plain 1-D ``arange`` positions would be wrong; each sequence's
 positions come from the model's own ``get_rope_index`` on that sequence alone, and a fourth row holds the text
 positions restarting at 0 for every sequence. transformers reads that row to find the sequence boundaries and
@@ -66,10 +66,20 @@ class PaddedCollator:
 
 
 class PackedCollator:
-    """One row per batch, no padding; positions per sequence from ``rope_fn`` (see the module docstring)."""
+    """Padding-free batches; positions per sequence from ``rope_fn`` (see the module docstring).
 
-    def __init__(self, rope_fn: RopeFn) -> None:
+    Sequences are packed into about ``total / row_tokens`` rows of nearly equal length (default ``row_tokens``: the
+    longest sequence of the batch, so rows are about as long as a padded batch's rows). Attention cost grows with the square of
+    the row length when the kernel is not varlen-aware (sdpa builds a block-diagonal mask over the whole row), so
+    several bounded rows beat one long row on CPU; with flash-attention one row per batch is as good. The few
+    tokens that even out the rows form their own masked "sequence" with restarting positions, so they attend only
+    to each other and carry no loss.
+    """
+
+    def __init__(self, rope_fn: RopeFn, row_tokens: int | None = None, pad_token_id: int = 0) -> None:
         self.rope_fn = rope_fn
+        self.row_tokens = row_tokens
+        self.pad = pad_token_id
 
     def positions(self, e: Example) -> torch.Tensor:
         """(4, L): text positions, then the three mRoPE rows, for one sequence on its own."""
@@ -83,18 +93,59 @@ class PackedCollator:
         text = torch.arange(len(e), dtype=pos.dtype)[None]
         return torch.cat([text, pos[:, 0]], dim=0)
 
+    def bins(self, examples: list[Example]) -> list[list[int]]:
+        """Rows as lists of example indices: as few rows as ``row_tokens`` allows, balanced by length.
+
+        The number of rows is ``ceil(total / cap)`` (``cap``: ``row_tokens`` or the longest sequence); sequences go,
+        longest first, to the currently shortest row, so rows end up nearly equal and little filler is needed.
+        """
+        lengths = [len(e) for e in examples]
+        cap = max(self.row_tokens or 0, max(lengths))
+        n_rows = max(1, -(-sum(lengths) // cap))
+        rows: list[list[int]] = [[] for _ in range(n_rows)]
+        load = [0] * n_rows
+        for i in sorted(range(len(examples)), key=lambda i: -lengths[i]):
+            k = min(range(n_rows), key=lambda r: load[r])
+            rows[k].append(i)
+            load[k] += lengths[i]
+        # Images are fed to the vision tower in batch order: keep each row's examples in input order.
+        return sorted((sorted(r) for r in rows if r), key=lambda r: r[0])
+
     def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
-        labels = []
-        for e in examples:
-            lab = e.labels.clone()
-            lab[0] = IGNORE  # never predict across a sequence boundary
-            labels.append(lab)
+        rows = self.bins(examples)
+        width = max(sum(len(examples[i]) for i in r) for r in rows)
+        fields: dict[str, list[torch.Tensor]] = {k: [] for k in ("input_ids", "labels", "position_ids", "mm", "kinds")}
+        order = []
+        for r in rows:
+            ids, labels, pos, mm, kinds = [], [], [], [], []
+            for i in r:
+                e = examples[i]
+                lab = e.labels.clone()
+                lab[0] = IGNORE  # never predict across a sequence boundary
+                ids.append(e.input_ids)
+                labels.append(lab)
+                pos.append(self.positions(e))
+                mm.append(e.mm_token_type_ids)
+                kinds.append(e.kinds)
+                order.append(i)
+            fill = width - sum(len(x) for x in ids)
+            if fill:
+                ids.append(torch.full((fill,), self.pad, dtype=ids[0].dtype))
+                labels.append(torch.full((fill,), IGNORE, dtype=labels[0].dtype))
+                pos.append(torch.arange(fill, dtype=pos[0].dtype)[None].expand(4, -1))
+                mm.append(torch.zeros(fill, dtype=mm[0].dtype))
+                kinds.append(torch.zeros(fill, dtype=kinds[0].dtype))
+            fields["input_ids"].append(torch.cat(ids))
+            fields["labels"].append(torch.cat(labels))
+            fields["position_ids"].append(torch.cat(pos, dim=1))
+            fields["mm"].append(torch.cat(mm))
+            fields["kinds"].append(torch.cat(kinds))
         batch = {
-            "input_ids": torch.cat([e.input_ids for e in examples])[None],
-            "labels": torch.cat(labels)[None],
-            "position_ids": torch.cat([self.positions(e) for e in examples], dim=1)[:, None, :],
-            "mm_token_type_ids": torch.cat([e.mm_token_type_ids for e in examples])[None],
-            "loss_kinds": torch.cat([e.kinds for e in examples])[None],
+            "input_ids": torch.stack(fields["input_ids"]),
+            "labels": torch.stack(fields["labels"]),
+            "position_ids": torch.stack(fields["position_ids"], dim=1),
+            "mm_token_type_ids": torch.stack(fields["mm"]),
+            "loss_kinds": torch.stack(fields["kinds"]),
         }
-        batch.update(_vision(examples))
+        batch.update(_vision([examples[i] for i in order]))
         return batch

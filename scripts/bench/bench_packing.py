@@ -20,15 +20,17 @@ from pathlib import Path
 import torch
 
 
-def build_data(tmp: Path) -> tuple[Path, Path]:
+def build_data(tmp: Path, hidden: int = 256, layers: int = 4) -> tuple[Path, Path]:
     from data_pipelines.distill import DistillSettings, distill
     from data_pipelines.records import read_records
     from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL, generate_world
     from data_pipelines.synthetic.oracle import OracleTeacher
     from mmreward.rollout import EngineSettings
-    from mmreward.tiny import init_tiny
+    from mmreward.tiny import TinySizes, init_tiny
 
-    model = init_tiny(tmp / "model")
+    # The language model dominates a real VLM's compute (a 7B LLM on a 0.6B vision tower); keep that proportion.
+    sizes = TinySizes(hidden_size=hidden, num_layers=layers, num_heads=4, num_kv_heads=2, intermediate_size=4 * hidden)
+    model = init_tiny(tmp / "model", sizes=sizes)
     generate_world(tmp / "world", seed=0, splits={"train": 120}, see=0)
     records = read_records(tmp / "world" / "train.jsonl")
     distill(
@@ -48,6 +50,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--batches", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--hidden", type=int, default=256, help="text hidden size of the model built when none is given")
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--row-tokens", type=int, help="packed row capacity (default: the batch's longest sequence)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     from mmreward.modeling import load_model
@@ -58,7 +63,7 @@ def main() -> None:
         if args.trajectories and args.model:
             traj_path, model_dir = Path(args.trajectories), Path(args.model)
         else:
-            traj_path, model_dir = build_data(Path(d))
+            traj_path, model_dir = build_data(Path(d), args.hidden, args.layers)
         model, processor = load_model(model_dir)
         model.train()
         ds = TrajectoryDataset(read_trajectory_files([traj_path]), Renderer(processor))
@@ -66,7 +71,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     batches = [rng.sample(examples, args.batch) for _ in range(args.batches + 2)]
     padded = PaddedCollator(processor.tokenizer.pad_token_id)
-    packed = PackedCollator(rope_function(model))
+    packed = PackedCollator(rope_function(model), row_tokens=args.row_tokens)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # a real backward and step, no drift in the weights
 
     def step(batch) -> float:
@@ -99,7 +104,10 @@ def main() -> None:
             {
                 "trajectories": len(examples),
                 "length": {"min": min(lengths), "mean": round(sum(lengths) / len(lengths), 1), "max": max(lengths)},
-                "batch": args.batch,
+                "model": {"text_hidden": model.config.text_config.hidden_size,
+                  "text_layers": model.config.text_config.num_hidden_layers,
+                  "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)},
+        "batch": args.batch,
                 "batches_timed": args.batches,
                 "effective_tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
                 "pad_share": round(pad_share, 4),
