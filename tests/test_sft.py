@@ -160,7 +160,6 @@ def test_incomplete_checkpoints_are_ignored(tmp_path):
     assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-3")
 
 
-@pytest.mark.slow
 def test_two_processes_with_accelerate(data, tiny_model_dir, tmp_path):
     out = tmp_path / "ddp"
     cmd = [
@@ -179,3 +178,64 @@ def test_two_processes_with_accelerate(data, tiny_model_dir, tmp_path):
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     summary = json.loads((out / "manifest.json").read_text())["summary"]
     assert summary["world_size"] == 2 and summary["global_step"] == 2
+
+
+def test_lora_with_frozen_vision_tower(data, tiny_model_dir, tmp_path):
+    """LoRA through TRL's peft_config on the language model only; the frozen vision tower does not move."""
+    from safetensors.torch import load_file
+
+    from mmreward.modeling import load_model
+    from train.sft import main
+
+    out = tmp_path / "lora"
+    assert main(args(data, tiny_model_dir, out, "--max_steps", "2", "--use_peft", "true", "--lora_r", "4",
+                     "--freeze_vision_tower", "true", "--learning_rate", "1e-2")) == 0
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    adapter = load_file(out / "adapter_model.safetensors")
+    assert adapter and all("language_model" in k for k in adapter)
+    summary = json.loads((out / "manifest.json").read_text())["summary"]
+    assert summary["frozen_parameters"] > 0
+    model, _ = load_model(out)  # base + adapter, as the judge would load it
+    base, _ = load_model(tiny_model_dir)
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    trained_vis, base_vis = inner.model.visual.state_dict(), base.model.visual.state_dict()
+    assert trained_vis.keys() == base_vis.keys()
+    for k, v in base_vis.items():
+        assert (trained_vis[k] == v).all(), k
+
+
+def test_rft_pair_end_to_end(data, tiny_model_dir, tmp_path):
+    """`mmreward data reject` on a checkpoint, then `mmreward train rft` on its accepted traces plus cold-start data."""
+    from mmreward.cli import main
+
+    sft = tmp_path / "sft"
+    assert main(["train", "sft", *args(data, tiny_model_dir, sft, "--max_steps", "2")]) == 0
+    rej = tmp_path / "rejection"
+    assert main(["data", "reject", "--model", str(sft), "--records", str(data / "world" / "val.jsonl"), "--out",
+                 str(rej), "--k", "2", "--limit", "3", "--max-new-tokens", "32", "--world"]) == 0
+    report = json.loads((rej / "report.json").read_text())
+    assert report["groups"]["all"]["samples"] == 6 and (rej / "grpo_pool.jsonl").is_file()
+    rft = tmp_path / "rft"
+    rft_args = args(data, sft, rft, "--max_steps", "2")
+    rft_args[rft_args.index("--train_files") + 1 : rft_args.index("--train_files") + 2] = [
+        str(rej / "accepted.jsonl"), str(data / "distill" / "kept.jsonl")]
+    rft_args[rft_args.index("--config") + 1] = str(REPO / "train/recipes/tiny-cpu/rft.yaml")
+    assert main(["train", "rft", *rft_args]) == 0
+    manifest = json.loads((rft / "manifest.json").read_text())
+    assert manifest["stage"] == "rft" and manifest["summary"]["global_step"] == 2
+
+
+def test_full_finetune_with_frozen_vision_tower(data, tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from train.sft import main
+
+    out = tmp_path / "full"
+    assert main(args(data, tiny_model_dir, out, "--max_steps", "2", "--freeze_vision_tower", "true",
+                     "--learning_rate", "1e-2", "--warmup_steps", "0")) == 0
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    vision = [k for k in before if "visual" in k and "merger" not in k]
+    language = [k for k in before if "layers" in k and "visual" not in k]
+    assert vision and language
+    assert all((before[k] == after[k]).all() for k in vision)
+    assert any((before[k] != after[k]).any() for k in language)
