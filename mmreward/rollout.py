@@ -145,10 +145,12 @@ class TransformersGenerator:
         eos_ids = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
         eos_ids.append(tok.convert_tokens_to_ids("<|im_end|>"))
         self.stop_strings: list[str] = []
+        self.stop_tag_ids: set[int] = set()  # single-token stop tags: generation ends on them, the text keeps them
         for tag in STOP_TAGS:
             ids = tok.encode(tag, add_special_tokens=False)
             if len(ids) == 1:
                 eos_ids.append(ids[0])
+                self.stop_tag_ids.add(ids[0])
             else:
                 self.stop_strings.append(tag)
         self.eos_ids = sorted({int(i) for i in eos_ids if i is not None})
@@ -200,7 +202,8 @@ class TransformersGenerator:
             ids = out[row, prompt_len:].tolist()[: r.max_new_tokens]
             n = next((k for k, t in enumerate(ids) if t in self.end_ids), len(ids))
             completion = n + (1 if n < len(ids) and ids[n] != self.pad_id else 0)
-            text = self.tokenizer.decode(ids[:n], skip_special_tokens=False)
+            keep = n + (1 if n < len(ids) and ids[n] in self.stop_tag_ids else 0)  # "</tool_call>" is part of the turn
+            text = self.tokenizer.decode(ids[:keep], skip_special_tokens=False)
             outputs.append(
                 GenerationOutput(
                     text=_cut_at_stop(text), prompt_tokens=int(attention[row]), completion_tokens=completion

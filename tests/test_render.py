@@ -107,7 +107,9 @@ def test_packing_matches_padding(tiny_model, trajectories, row_tokens):
             lab = examples[i].labels[1:]
             keep = lab != IGNORE
             nll_a += torch.nn.functional.cross_entropy(a[i, : L - 1][keep], lab[keep], reduction="sum").item()
-            nll_b += torch.nn.functional.cross_entropy(b[r, off : off + L - 1][keep], lab[keep], reduction="sum").item()
+            nll_b += torch.nn.functional.cross_entropy(
+                b[r, off : off + L - 1][keep], lab[keep], reduction="sum"
+            ).item()
             n += int(keep.sum())
             off += L
     assert abs(nll_a / n - nll_b / n) < 1e-4

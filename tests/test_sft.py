@@ -67,7 +67,7 @@ def test_every_recipe_parses(recipe):
     raw = yaml.safe_load(recipe.read_text())
     cpu = ["--bf16", "false", "--use_cpu", "true"] if raw.get("bf16") else []
     script, cfg, model_args = parse(["--config", str(recipe), *cpu])
-    assert script.train_files and cfg.output_dir and model_args.model_name_or_path
+    assert (script.train_files or script.see_files) and cfg.output_dir and model_args.model_name_or_path
     if "tiny-cpu" in str(recipe):
         assert cfg.use_cpu and not cfg.bf16 and script.pack
     else:
@@ -188,8 +188,26 @@ def test_lora_with_frozen_vision_tower(data, tiny_model_dir, tmp_path):
     from train.sft import main
 
     out = tmp_path / "lora"
-    assert main(args(data, tiny_model_dir, out, "--max_steps", "2", "--use_peft", "true", "--lora_r", "4",
-                     "--freeze_vision_tower", "true", "--learning_rate", "1e-2")) == 0
+    assert (
+        main(
+            args(
+                data,
+                tiny_model_dir,
+                out,
+                "--max_steps",
+                "2",
+                "--use_peft",
+                "true",
+                "--lora_r",
+                "4",
+                "--freeze_vision_tower",
+                "true",
+                "--learning_rate",
+                "1e-2",
+            )
+        )
+        == 0
+    )
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
     adapter = load_file(out / "adapter_model.safetensors")
     assert adapter and all("language_model" in k for k in adapter)
@@ -211,14 +229,36 @@ def test_rft_pair_end_to_end(data, tiny_model_dir, tmp_path):
     sft = tmp_path / "sft"
     assert main(["train", "sft", *args(data, tiny_model_dir, sft, "--max_steps", "2")]) == 0
     rej = tmp_path / "rejection"
-    assert main(["data", "reject", "--model", str(sft), "--records", str(data / "world" / "val.jsonl"), "--out",
-                 str(rej), "--k", "2", "--limit", "3", "--max-new-tokens", "32", "--world"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "reject",
+                "--model",
+                str(sft),
+                "--records",
+                str(data / "world" / "val.jsonl"),
+                "--out",
+                str(rej),
+                "--k",
+                "2",
+                "--limit",
+                "3",
+                "--max-new-tokens",
+                "32",
+                "--world",
+            ]
+        )
+        == 0
+    )
     report = json.loads((rej / "report.json").read_text())
     assert report["groups"]["all"]["samples"] == 6 and (rej / "grpo_pool.jsonl").is_file()
     rft = tmp_path / "rft"
     rft_args = args(data, sft, rft, "--max_steps", "2")
     rft_args[rft_args.index("--train_files") + 1 : rft_args.index("--train_files") + 2] = [
-        str(rej / "accepted.jsonl"), str(data / "distill" / "kept.jsonl")]
+        str(rej / "accepted.jsonl"),
+        str(data / "distill" / "kept.jsonl"),
+    ]
     rft_args[rft_args.index("--config") + 1] = str(REPO / "train/recipes/tiny-cpu/rft.yaml")
     assert main(["train", "rft", *rft_args]) == 0
     manifest = json.loads((rft / "manifest.json").read_text())
@@ -231,11 +271,68 @@ def test_full_finetune_with_frozen_vision_tower(data, tiny_model_dir, tmp_path):
     from train.sft import main
 
     out = tmp_path / "full"
-    assert main(args(data, tiny_model_dir, out, "--max_steps", "2", "--freeze_vision_tower", "true",
-                     "--learning_rate", "1e-2", "--warmup_steps", "0")) == 0
+    assert (
+        main(
+            args(
+                data,
+                tiny_model_dir,
+                out,
+                "--max_steps",
+                "2",
+                "--freeze_vision_tower",
+                "true",
+                "--learning_rate",
+                "1e-2",
+                "--warmup_steps",
+                "0",
+            )
+        )
+        == 0
+    )
     before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
     vision = [k for k in before if "visual" in k and "merger" not in k]
     language = [k for k in before if "layers" in k and "visual" not in k]
     assert vision and language
     assert all((before[k] == after[k]).all() for k in vision)
     assert any((before[k] != after[k]).any() for k in language)
+
+
+def test_stage_zero_learning_to_see(tiny_model_dir, tmp_path):
+    """Stage 0 trains on the learning-to-see rows: one-turn chats, loss on the answer only."""
+    from data_pipelines.synthetic.see import generate_see, read_see
+    from mmreward.cli import main
+    from mmreward.modeling import load_model
+    from train.render import IGNORE, Renderer, SeeDataset
+
+    generate_see(tmp_path / "see", n=12, seed=1)
+    _, processor = load_model(tiny_model_dir)
+    ds = SeeDataset(tmp_path / "see" / "train.jsonl", Renderer(processor))
+    row, ex = read_see(tmp_path / "see" / "train.jsonl")[0], ds[0]
+    trained = processor.tokenizer.decode(
+        [t for t, lab in zip(ex.input_ids.tolist(), ex.labels.tolist()) if lab != IGNORE]
+    )
+    assert trained == row["answer"] + "<|im_end|>"
+    out = tmp_path / "stage0"
+    assert (
+        main(
+            [
+                "train",
+                "see",
+                "--config",
+                str(REPO / "train/recipes/tiny-cpu/see.yaml"),
+                "--model_name_or_path",
+                str(tiny_model_dir),
+                "--see_files",
+                str(tmp_path / "see" / "train.jsonl"),
+                "--output_dir",
+                str(out),
+                "--max_steps",
+                "2",
+                "--report_to",
+                "none",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((out / "manifest.json").read_text())["summary"]
+    assert summary["see_examples"] == 12 and summary["train_trajectories"] == 0 and summary["stage"] == "see"

@@ -197,5 +197,5 @@ def test_learning_to_see_data(world):
         assert all((out / "see" / p).is_file() for p in r["images"])
     loc = [r for r in rows if r["view"] == "overview"]
     if loc:  # the locate answer is a box in the crop tool's 0-1000 coordinates
-        box = json.loads(loc[0]["answer"].split(" in ")[1].split(";")[0])
+        box = json.loads(loc[0]["answer"].split("crop box ")[1].split(";")[0])
         assert len(box) == 4 and all(0 <= v <= 1000 for v in box)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 STAGES = {
+    "see": ("stage 0 (embedded default): learning to see on captions and questions", "train.see"),
     "sft": ("stage 1: cold-start SFT on distilled trajectories", "train.sft"),
     "rft": ("stage 2: SFT on rejection-sampled trajectories", "train.rft"),
 }

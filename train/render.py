@@ -80,16 +80,21 @@ class Renderer:
 
     def render(self, traj: Trajectory) -> Example:
         messages, images, tools = self.conversation(traj)
+        return self.render_messages(messages, images, tools, traj.id)
+
+    def render_messages(self, messages: list[dict[str, Any]], images: list, tools=None, rid: str = "") -> Example:
+        """Any chat (images as PIL parts in order), trained on its assistant turns."""
+        traj_id = rid
         n_assistant = sum(m["role"] == "assistant" for m in messages)
         if n_assistant == 0:
-            raise RenderError(f"trajectory {traj.id}: no assistant turn to train on")
+            raise RenderError(f"trajectory {traj_id}: no assistant turn to train on")
         text = self.processor.apply_chat_template(messages, tools=tools, tokenize=False)
         batch = self.processor(text=[text], images=images or None, return_tensors="pt")
         ids = batch["input_ids"][0]
-        labels, kinds = self.mask(ids, n_assistant, traj.id)
+        labels, kinds = self.mask(ids, n_assistant, traj_id)
         if self.max_length is not None and len(ids) > self.max_length:
             raise RenderError(
-                f"trajectory {traj.id}: {len(ids)} tokens exceed max_length={self.max_length}; raise max_length or "
+                f"trajectory {traj_id}: {len(ids)} tokens exceed max_length={self.max_length}; raise max_length or "
                 "lower the pixel budgets (truncating would cut image tokens away from their pixels)"
             )
         mm = batch.get("mm_token_type_ids")
@@ -101,7 +106,7 @@ class Renderer:
             mm_token_type_ids=mm,
             pixel_values=batch.get("pixel_values"),
             image_grid_thw=batch.get("image_grid_thw"),
-            id=traj.id,
+            id=traj_id,
         )
 
     def mask(self, ids: torch.Tensor, n_assistant: int, tid: str = "") -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,3 +190,32 @@ class TrajectoryDataset(torch.utils.data.Dataset):
 
     def lengths(self) -> list[int]:
         return [len(self[i]) for i in range(len(self))]
+
+
+class SeeDataset(torch.utils.data.Dataset):
+    """ "Learning to see" rows (``data_pipelines.synthetic.see``) as one-turn chats: images and a question from the
+    user, the answer from the assistant (the only trained tokens)."""
+
+    def __init__(self, path: str | os.PathLike, renderer: Renderer, root: str | os.PathLike | None = None) -> None:
+        from PIL import Image  # noqa: PLC0415
+
+        self.renderer = renderer
+        root = Path(root) if root is not None else Path(path).parent
+        self.rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+        self._load = lambda p: Image.open(root / p).convert("RGB")
+        self._cache: dict[int, Example] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Example:
+        if i not in self._cache:
+            row = self.rows[i]
+            images = [self._load(p) for p in row["images"]]
+            content = [{"type": "image", "image": im} for im in images] + [{"type": "text", "text": row["question"]}]
+            messages = [
+                {"role": "user", "content": content},
+                {"role": "assistant", "content": [{"type": "text", "text": row["answer"]}]},
+            ]
+            self._cache[i] = self.renderer.render_messages(messages, images, None, row["id"])
+        return self._cache[i]

@@ -36,7 +36,7 @@ import torch
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from train.collate import PackedCollator, PaddedCollator, rope_function
-from train.render import KIND_NAMES, Renderer, RenderError, TrajectoryDataset, read_trajectory_files
+from train.render import KIND_NAMES, Renderer, RenderError, SeeDataset, TrajectoryDataset, read_trajectory_files
 
 logger = logging.getLogger("mmreward.train")
 STAGING = ".staging"
@@ -48,6 +48,12 @@ class SFTScriptArguments:
 
     train_files: list[str] = field(default_factory=list, metadata={"help": "trajectory JSONL files to train on"})
     eval_files: list[str] = field(default_factory=list, metadata={"help": "trajectory JSONL files for eval loss"})
+    see_files: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "learning-to-see JSONL files (captions and questions about images, crops, frames) to train on"
+        },
+    )
     pack: bool = field(default=False, metadata={"help": "padding-free packing with exact mRoPE positions"})
     freeze_vision_tower: bool = False
     freeze_projector: bool = False
@@ -212,11 +218,14 @@ def build_datasets(
 ) -> tuple[TrajectoryDataset, TrajectoryDataset | None, dict]:
     """Render every trajectory up front; ones longer than ``max_length`` (SFTConfig's) are skipped and counted."""
     renderer = Renderer(processor, max_length=max_length)
-    if not script.train_files:
-        raise ValueError("train_files is empty; point it at trajectory JSONL files (e.g. a distill run's kept.jsonl)")
-    missing = [f for f in script.train_files + script.eval_files if not Path(f).is_file()]
+    if not script.train_files and not script.see_files:
+        raise ValueError(
+            "train_files and see_files are empty; point train_files at trajectory JSONL (a distill run's "
+            "kept.jsonl) or see_files at learning-to-see data"
+        )
+    missing = [f for f in script.train_files + script.eval_files + script.see_files if not Path(f).is_file()]
     if missing:
-        raise FileNotFoundError(f"trajectory file(s) not found: {missing}")
+        raise FileNotFoundError(f"training file(s) not found: {missing}")
 
     def build(files: list[str]) -> tuple[TrajectoryDataset, int]:
         trajs = read_trajectory_files(files)
@@ -229,13 +238,23 @@ def build_datasets(
             except RenderError as exc:
                 logger.warning("skipping %s", exc)
                 skipped += 1
-        if not good:
+        if trajs and not good:
             raise ValueError(f"no trajectory in {files} could be rendered for training")
         return TrajectoryDataset(good, renderer), skipped
 
-    train, skipped = build(script.train_files)
-    stats = {"train_trajectories": len(train), "skipped": skipped}
-    lengths = train.lengths()
+    parts, skipped = [], 0
+    if script.train_files:
+        traj_ds, skipped = build(script.train_files)
+        parts.append(traj_ds)
+    n_traj = len(parts[0]) if parts else 0
+    for f in script.see_files:
+        see = SeeDataset(f, renderer)
+        for i in range(len(see)):
+            see[i]
+        parts.append(see)
+    train = _Concat(parts)
+    stats = {"train_trajectories": n_traj, "see_examples": len(train) - n_traj, "skipped": skipped}
+    lengths = [len(train[i]) for i in range(len(train))]
     stats.update(
         tokens=sum(lengths),
         trained_tokens=sum(train[i].trained_tokens for i in range(len(train))),
@@ -243,6 +262,23 @@ def build_datasets(
     )
     eval_ds = build(script.eval_files)[0] if script.eval_files else None
     return train, eval_ds, stats
+
+
+class _Concat(torch.utils.data.Dataset):
+    def __init__(self, parts: list) -> None:
+        self.parts = [p for p in parts if len(p)]
+        if not self.parts:
+            raise ValueError("nothing to train on: every input file was empty")
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def __getitem__(self, i: int):
+        for p in self.parts:
+            if i < len(p):
+                return p[i]
+            i -= len(p)
+        raise IndexError(i)
 
 
 def _index_dataset(n: int, split: str):

@@ -95,7 +95,7 @@ def make_example(index: int, seed: int, cfg, out: Path, split: str) -> dict[str,
     from data_pipelines.synthetic.generate import WORLD_TOOLS, _frame_scene  # noqa: PLC0415
 
     rng = random.Random(f"{seed}/see/{split}/{index}")
-    level = rng.choices([0, 1, 2, 3], weights=[0.15, 0.25, 0.35, 0.25])[0]
+    level = rng.choices([0, 1, 2, 3], weights=[0.1, 0.2, 0.35, 0.35])[0]
     view_size = int(cfg.visual.image_budget.max_pixels**0.5) // 28 * 28
     rid = f"see-{split}-{index:06d}"
     media = out / "media"
@@ -114,15 +114,26 @@ def make_example(index: int, seed: int, cfg, out: Path, split: str) -> dict[str,
         q, a = _qa_about(scene.objects, view_size, view_size, rng)
         return {"id": rid, "images": [save(render(scene))], "question": q, "answer": a, "level": 1, "view": "whole"}
     if level == 2 and rng.random() < 0.7:
+        # The crop the oracle teacher would ask for (the box around the blobs it sees in the overview), rendered by
+        # the crop tool's own code: the views a judge gets back from `crop`.
+        from data_pipelines.synthetic.oracle import _union_box_1000  # noqa: PLC0415
+        from data_pipelines.synthetic.perception import perceive  # noqa: PLC0415
+
         scene = _scene(rng, cfg.canvas, cfg.object_size, cfg.n_objects, cfg.spread)
-        box = scene.cluster_box(rng.uniform(0.4, 0.9))
-        box1000 = box_1000(box, cfg.canvas)
-        region = WORLD_TOOLS.crop_budget.fit(crop_region(render(scene), tuple(box1000), WORLD_TOOLS.crop_min_side))
+        full = render(scene)
+        blobs = perceive(cfg.visual.image_budget.fit(full), min_area=1)
+        if blobs:
+            box1000 = _union_box_1000(blobs, cfg.visual.image_budget.fit(full))
+        else:
+            box1000 = box_1000(scene.cluster_box(0.8), cfg.canvas)
+        box = tuple(v / 1000 * cfg.canvas for v in box1000)
+        region = WORLD_TOOLS.crop_budget.fit(crop_region(full, tuple(box1000), WORLD_TOOLS.crop_min_side))
         # Object coordinates inside the crop, for positions in the caption.
         kx = region.width / (box[2] - box[0])
         ky = region.height / (box[3] - box[1])
         objs = [Obj(o.shape, o.colour, (o.x - box[0]) * kx, (o.y - box[1]) * ky, o.size * kx) for o in scene.objects]
-        q, a = _qa_about(objs, region.width, region.height, rng)
+        objs = [o for o in objs if 0 <= o.x < region.width and 0 <= o.y < region.height]
+        q, a = _qa_about(objs, region.width, region.height, rng) if objs else ("What do you see?", "nothing.")
         return {"id": rid, "images": [save(region)], "question": q, "answer": a, "level": 2, "view": "crop"}
     if level == 2:
         from data_pipelines.synthetic.generate import _Item, _movers  # noqa: PLC0415
@@ -137,15 +148,18 @@ def make_example(index: int, seed: int, cfg, out: Path, split: str) -> dict[str,
         q, a = _qa_about(objs, frame.width, frame.height, rng)
         return {"id": rid, "images": [save(frame)], "question": q, "answer": a, "level": 2, "view": "frame"}
     if rng.random() < 0.6:
+        # Locating: the box a crop call should use, exactly as the oracle teacher computes it from the overview.
+        from data_pipelines.synthetic.oracle import _union_box_1000  # noqa: PLC0415
+        from data_pipelines.synthetic.perception import perceive  # noqa: PLC0415
+
         scene = _scene(rng, cfg.canvas, cfg.object_size, cfg.n_objects, cfg.spread)
         overview = cfg.visual.image_budget.fit(render(scene))
+        blobs = perceive(overview, min_area=1)
+        box = _union_box_1000(blobs, overview) if blobs else box_1000(scene.cluster_box(0.8), cfg.canvas)
         colours = sorted({o.colour for o in scene.objects})
         n = len(scene.objects)
         q = rng.choice(("Where are the objects, and what colours are they?", "Locate the objects."))
-        a = (
-            f"{NUMBER_WORDS.get(n, n)} small object{'s' if n > 1 else ''} in {box_1000(scene.cluster_box(0.5), cfg.canvas)}; "
-            f"colours: {', '.join(colours)}."
-        )
+        a = f"{NUMBER_WORDS.get(n, n)} small object{'s' if n > 1 else ''}; crop box {box}; colours: {', '.join(colours)}."
         return {"id": rid, "images": [save(overview)], "question": q, "answer": a, "level": 3, "view": "overview"}
     # What changed between two frames of a clip.
     from data_pipelines.synthetic.generate import _Item, _movers  # noqa: PLC0415

@@ -104,10 +104,12 @@ def main() -> None:
             {
                 "trajectories": len(examples),
                 "length": {"min": min(lengths), "mean": round(sum(lengths) / len(lengths), 1), "max": max(lengths)},
-                "model": {"text_hidden": model.config.text_config.hidden_size,
-                  "text_layers": model.config.text_config.num_hidden_layers,
-                  "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)},
-        "batch": args.batch,
+                "model": {
+                    "text_hidden": model.config.text_config.hidden_size,
+                    "text_layers": model.config.text_config.num_hidden_layers,
+                    "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+                },
+                "batch": args.batch,
                 "batches_timed": args.batches,
                 "effective_tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
                 "pad_share": round(pad_share, 4),
