@@ -1,0 +1,160 @@
+"""``mmreward eval run``: judge a suite with a checkpoint and write predictions, resumably.
+
+Each (item, vote, presented order) is one prediction row in ``out/predictions.jsonl``: the item key, the order,
+the raw final output, the parsed verdict or the parse failure, the tool trace summary, tokens and latency.
+Finished rows are skipped on a re-run. Items without media on disk are skipped and counted. Scoring follows
+(:mod:`eval.score`) and writes ``metrics.json`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from data_pipelines.distill import _resolved
+from data_pipelines.labels import check_verdict
+from data_pipelines.records import PreferenceRecord
+from eval.suites import Suite, load_suite
+from mmreward.rollout import EngineSettings, Generator, RolloutEngine, Trajectory
+
+
+@dataclass
+class RunSettings:
+    swap: str = "random"  # none | random | both
+    votes: int = 1
+    tools: bool = True
+    seed: int = 0
+    limit: int | None = None
+    chunk: int = 16
+
+    def __post_init__(self) -> None:
+        if self.swap not in ("none", "random", "both"):
+            raise ValueError(f"swap must be none, random or both, not {self.swap!r}")
+        if self.votes < 1:
+            raise ValueError("votes must be at least 1")
+
+
+def orders(record: PreferenceRecord, swap: str, seed: int, vote: int) -> list[list[int]]:
+    if record.task == "pointwise" or swap == "none":
+        return [list(range(len(record.candidates)))]
+    if swap == "both":
+        return [[0, 1], [1, 0]]
+    rng = random.Random(f"{seed}/{record.id}/{vote}")
+    return [[0, 1] if rng.random() < 0.5 else [1, 0]]
+
+
+def prediction_row(key: str, record: PreferenceRecord, vote: int, t: Trajectory) -> dict[str, Any]:
+    return {
+        "key": key,
+        "record_id": record.id,
+        "vote": vote,
+        "order": t.order,
+        "raw": t.final_text,
+        "verdict": t.verdict,
+        "parse_failure": t.parse_failure,
+        "stop_reason": t.stop_reason,
+        "format_ok": t.format_ok,
+        "tool_calls": len(t.tool_trace),
+        "tool_errors": sum(not c["ok"] for c in t.tool_trace),
+        "tools": [c["name"] for c in t.tool_trace],
+        "prompt_tokens": t.prompt_tokens,
+        "completion_tokens": t.completion_tokens,
+        "latency_s": round(t.latency_s, 4),
+        "correct": check_verdict(record, t).correct,
+    }
+
+
+def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
+    rows = []
+    p = Path(path)
+    if not p.is_file():
+        return rows
+    with p.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line after a crash
+    return rows
+
+
+def run_suite(
+    suite: Suite,
+    generator: Generator,
+    out: str | os.PathLike,
+    settings: RunSettings | None = None,
+    data: str | None = None,
+    input_path: str | None = None,
+    media_root: str | None = None,
+    engine_settings: EngineSettings | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    settings = settings or RunSettings()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records, root = load_suite(suite, data, input_path, media_root)
+    usable = [r for r in records if not r.metadata_only and r.has_media(root)]
+    skipped = len(records) - len(usable)
+    if settings.limit is not None:
+        usable = usable[: settings.limit]
+    if engine_settings is None:
+        engine_settings = EngineSettings()
+        if suite.world:
+            from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
+
+            engine_settings = EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS)
+    pred_path = out / "predictions.jsonl"
+    done = {r["key"] for r in read_predictions(pred_path)}
+    jobs = []
+    for r in usable:
+        for v in range(settings.votes):
+            for o in orders(r, settings.swap, settings.seed, v):
+                key = f"{r.id}|v{v}|{''.join(map(str, o))}"
+                if key not in done:
+                    jobs.append((key, r, v, o))
+    engine = RolloutEngine(generator, settings=engine_settings)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        bar = tqdm(total=len(jobs), desc=f"eval {suite.name}", unit="judgment")
+    right = total = 0
+    started = time.perf_counter()
+    for i in range(0, len(jobs), settings.chunk):
+        chunk = jobs[i : i + settings.chunk]
+        trajs = engine.run(
+            [_resolved(r, root).to_task() for _, r, _, _ in chunk],
+            orders=[o for *_, o in chunk],
+            tools_on=settings.tools,
+            keys=[k for k, *_ in chunk],
+        )
+        rows = [prediction_row(k, r, v, t) for (k, r, v, _), t in zip(chunk, trajs)]
+        with pred_path.open("a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        right += sum(r["correct"] for r in rows)
+        total += len(rows)
+        if bar is not None:
+            bar.update(len(chunk))
+            bar.set_postfix(acc=f"{right / total:.3f}")
+    if bar is not None:
+        bar.close()
+    manifest = {
+        "suite": suite.name,
+        "items": len(usable),
+        "skipped_without_media": skipped,
+        "new_predictions": len(jobs),
+        "reused_predictions": len(done),
+        "settings": settings.__dict__,
+        "seconds": round(time.perf_counter() - started, 2),
+        "media_root": root,
+    }
+    (out / "run.json").write_text(json.dumps(manifest, indent=2))
+    return manifest

@@ -1,0 +1,301 @@
+"""``mmreward eval score``: metrics for a predictions file, official and strict, with a Markdown report and plots.
+
+Our predictions (``eval run``) are scored two ways, labelled: *ours* (the shared verdict parser; strict: a parse
+failure is wrong and every item counts) and *official* (each benchmark's rule from :mod:`eval.metrics`, applied
+to the raw output text where the official rule parses text, or to our verdict mapped into the benchmark's terms).
+The benchmarks' own prediction files are also accepted: GenAI-Bench ``*_predictions.jsonl`` (``response`` and
+``human_vote``; their precomputed ``correct`` is ignored) and Multimodal RewardBench's (``Label`` and ``output``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from data_pipelines.records import PreferenceRecord
+from eval import metrics as M
+from eval.suites import Suite
+
+NOUN = {"image": "Image", "video": "Video", "answer": "Answer"}
+
+
+def _mean(xs: list) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _winner_candidate(row: dict[str, Any], dim: str | None = None) -> int | None | str:
+    """The candidate index the verdict prefers, None for a tie, "fail" when there is no verdict."""
+    v = row.get("verdict")
+    if not v:
+        return "fail"
+    w = v["winner"] if dim is None else (v.get("dimensions") or {}).get(dim, "fail")
+    if w == "fail":
+        return "fail"
+    return None if w is None else row["order"][w]
+
+
+def generic_metrics(rows: list[dict[str, Any]], records: dict[str, PreferenceRecord]) -> dict[str, Any]:
+    """Accuracy (ours, strict), per category, macro, parse failures, tool use, position bias and consistency."""
+    by_cat: dict[str, list[float]] = defaultdict(list)
+    correct = [float(r["correct"]) for r in rows]
+    for r in rows:
+        by_cat[records[r["record_id"]].category or "-"].append(float(r["correct"]))
+    with_tools = [float(r["correct"]) for r in rows if r["tool_calls"]]
+    without = [float(r["correct"]) for r in rows if not r["tool_calls"]]
+    first = [
+        r["verdict"]["winner"] == 0
+        for r in rows
+        if r.get("verdict") and r["verdict"].get("winner") is not None and records[r["record_id"]].task != "pointwise"
+    ]
+    pairs: dict[tuple, dict] = defaultdict(dict)
+    for r in rows:
+        if records[r["record_id"]].task != "pointwise":
+            pairs[(r["record_id"], r["vote"])][tuple(r["order"])] = _winner_candidate(r)
+    agree = [len(set(p.values())) == 1 for p in pairs.values() if len(p) == 2 and "fail" not in p.values()]
+    cats = {k: {"accuracy": _mean(v), "n": len(v), "ci95": M.bootstrap_ci(v)} for k, v in sorted(by_cat.items())}
+    return {
+        "n": len(rows),
+        "accuracy": _mean(correct),
+        "ci95": M.bootstrap_ci(correct),
+        "macro": _mean([c["accuracy"] for c in cats.values()]),
+        "by_category": cats,
+        "parse_failure_rate": _mean([float(r["verdict"] is None) for r in rows]),
+        "strict_format_rate": _mean([float(r.get("format_ok", False)) for r in rows]),
+        "tool_call_rate": _mean([float(r["tool_calls"] > 0) for r in rows]),
+        "accuracy_with_tools": _mean(with_tools),
+        "accuracy_without_tools": _mean(without),
+        "n_with_tools": len(with_tools),
+        **M.position_stats(first, agree),
+        "mean_latency_s": _mean([r["latency_s"] for r in rows]),
+        "mean_completion_tokens": _mean([r["completion_tokens"] for r in rows]),
+    }
+
+
+def official_metrics(suite: Suite, rows: list[dict[str, Any]], records: dict[str, PreferenceRecord]) -> dict[str, Any]:
+    s = suite.scorer
+    if s == "vlrb":
+        items: dict[str, dict] = {}
+        ours: dict[str, dict] = {}
+        for r in rows:
+            rec = records[r["record_id"]]
+            rejected_pos = r["order"].index(1 - rec.preferred) + 1
+            items.setdefault(rec.id, {"key": rec.id, "group": rec.category, "labels": []})["labels"].append(
+                M.vlrb_label(M.vlrb_parse(r["raw"]), rejected_pos)
+            )
+            w = r["verdict"]["winner"] + 1 if r.get("verdict") and r["verdict"]["winner"] is not None else None
+            ours.setdefault(rec.id, {"key": rec.id, "group": rec.category, "labels": []})["labels"].append(
+                M.vlrb_label(w, rejected_pos)
+            )
+        return {
+            "official_parser": M.vlrb_score(list(items.values())),
+            "official_rule_our_parser": M.vlrb_score(list(ours.values())),
+        }
+    if s == "mmrb":
+        raw, mapped = [], []
+        for r in rows:
+            rec = records[r["record_id"]]
+            label = "A" if r["order"][0] == rec.preferred else "B"
+            raw.append({"id": rec.id, "label": label, "output": r["raw"], "category": rec.subset})
+            w = r["verdict"]["winner"] if r.get("verdict") else None
+            mapped.append(
+                {"id": rec.id, "label": label, "output": {0: "[[A]]", 1: "[[B]]"}.get(w, ""), "category": rec.subset}
+            )
+        return {"official_parser": M.mmrb_score(raw), "official_rule_our_parser": M.mmrb_score(mapped)}
+    if s == "genai":
+        by_task: dict[str, list] = defaultdict(list)
+        for r in rows:
+            rec = records[r["record_id"]]
+            w = _winner_candidate(r)
+            # Our verdict in the benchmark's terms: A is the left candidate (0), whatever order it was shown in.
+            response = {0: "[[A>B]]", 1: "[[B>A]]", None: "[[A=B]]"}.get(w, "")
+            by_task[rec.category].append({"response": response, "human_vote": rec.metadata["vote_type"]})
+        return {"official_rule_our_parser": M.genai_score(by_task)}
+    if s == "mjbench":
+        preds, labels = [], []
+        for r in rows:
+            rec = records[r["record_id"]]
+            if rec.tie:
+                continue
+            w = _winner_candidate(r)
+            preds.append("tie" if w in (None, "fail") else str(w))
+            labels.append(rec.preferred)
+        return {"official_rule_our_parser": M.mjbench_score(preds, labels) if preds else None}
+    if s == "mjvideo":
+        preds, labels = [], []
+        for r in rows:
+            rec = records[r["record_id"]]
+            if rec.preferred is None:
+                continue  # "Same" and "Hard to judge" are skipped by the official overall eval
+            w = _winner_candidate(r)
+            preds.append(None if w == "fail" else w)
+            labels.append(rec.preferred)
+        return {"official_rule_our_parser": M.mjvideo_score(preds, labels) if preds else None}
+    if s == "videogen":
+        out = {}
+        for dim in ("VQ", "MQ", "TA", "Overall"):
+            h, m = [], []
+            for r in rows:
+                rec = records[r["record_id"]]
+                lab = (
+                    rec.dimension_labels.get(dim)
+                    if dim != "Overall"
+                    else (rec.preferred if (rec.preferred is not None or rec.tie) else "absent")
+                )
+                if lab == "absent" or (dim != "Overall" and dim not in rec.dimension_labels):
+                    continue
+                w = _winner_candidate(r, None if dim == "Overall" else dim)
+                h.append(0 if lab is None else (1 if lab == 0 else -1))
+                m.append(0.0 if w in (None, "fail") else (1.0 if w == 0 else -1.0))
+            if h:
+                out[dim] = {
+                    "wo_ties": M.videogen_wo_ties(h, m),
+                    "w_ties_official_loop": M.videogen_w_ties_official(h, m),
+                    "w_ties_threshold": M.videogen_w_ties_threshold(h, m),
+                    "n": len(h),
+                }
+        return {"official_rule_our_parser": out}
+    if s == "mmrlhf":
+        pairs = []
+        for r in rows:
+            rec = records[r["record_id"]]
+            w = _winner_candidate(r)
+            rewards = [1.0, 0.0] if w == 0 else [0.0, 1.0] if w == 1 else [0.0, 0.0]
+            pairs.append({"group": rec.metadata["group"], "category": rec.category, "rewards": rewards})
+        return {"official_rule_our_parser": M.mmrlhf_score(pairs)}
+    return {}
+
+
+def score_predictions(suite: Suite, rows: list[dict[str, Any]], records: list[PreferenceRecord]) -> dict[str, Any]:
+    table = {r.id: r for r in records}
+    rows = [r for r in rows if r["record_id"] in table]
+    if not rows:
+        raise ValueError("no prediction matches a record of this suite; wrong --suite or --predictions?")
+    return {
+        "suite": suite.name,
+        "ours": generic_metrics(rows, table),
+        "official": official_metrics(suite, rows, table),
+    }
+
+
+def score_native(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A benchmark's own prediction file (GenAI-Bench, Multimodal RewardBench), or None if it is not one."""
+    lines = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+    if lines and "human_vote" in lines[0] and "response" in lines[0]:
+        name = Path(path).name
+        task = next((t for t in ("image_generation", "image_edition", "video_generation") if t in name), "task")
+        return {"format": "genai_bench predictions", "official": M.genai_score({task: lines})}
+    if lines and "Label" in lines[0] and "output" in lines[0]:
+        rows = [
+            {
+                "id": x["ID"],
+                "label": x["Label"],
+                "output": x["output"],
+                "category": (x.get("Meta") or {}).get("Category", ""),
+            }
+            for x in lines
+        ]
+        return {"format": "multimodal_rewardbench predictions", "official": M.mmrb_score(rows)}
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reports
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.3f}"
+    if isinstance(x, (list, tuple)) and len(x) == 2 and all(isinstance(v, float) for v in x):
+        return f"[{x[0]:.3f}, {x[1]:.3f}]"
+    return str(x)
+
+
+def write_report(metrics: dict[str, Any], out: str | os.PathLike) -> dict[str, str]:
+    """``metrics.json``, ``report.md`` and ``accuracy.png`` (by category with 95% intervals, position bias, tool use)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    lines = [f"# Eval: {metrics.get('suite', '?')}", ""]
+    ours = metrics.get("ours")
+    if ours:
+        lines += [
+            "## Ours (shared parser; strict: parse failure = wrong, all items)",
+            "",
+            "| metric | value |",
+            "|---|---|",
+        ]
+        for k in (
+            "n",
+            "accuracy",
+            "ci95",
+            "macro",
+            "parse_failure_rate",
+            "strict_format_rate",
+            "tool_call_rate",
+            "accuracy_with_tools",
+            "accuracy_without_tools",
+            "first_is_better",
+            "consistency",
+            "mean_latency_s",
+            "mean_completion_tokens",
+        ):
+            lines.append(f"| {k} | {_fmt(ours.get(k))} |")
+        lines += ["", "| category | n | accuracy | 95% CI |", "|---|---|---|---|"]
+        for c, v in ours["by_category"].items():
+            lines.append(f"| {c} | {v['n']} | {_fmt(v['accuracy'])} | {_fmt(v['ci95'])} |")
+    if metrics.get("official"):
+        lines += [
+            "",
+            "## Official rules",
+            "",
+            "```json",
+            json.dumps(metrics["official"], indent=2, default=str),
+            "```",
+        ]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    paths = {"metrics": str(out / "metrics.json"), "report": str(out / "report.md")}
+    if ours:
+        import matplotlib  # noqa: PLC0415
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+
+        cats = list(ours["by_category"].items())
+        fig, axes = plt.subplots(1, 3, figsize=(14, 4), gridspec_kw={"width_ratios": [3, 1, 1]})
+        acc = [v["accuracy"] or 0 for _, v in cats]
+        err = [
+            [a - (v["ci95"][0] if v["ci95"][0] == v["ci95"][0] else a) for a, (_, v) in zip(acc, cats)],
+            [(v["ci95"][1] if v["ci95"][1] == v["ci95"][1] else a) - a for a, (_, v) in zip(acc, cats)],
+        ]
+        axes[0].bar(range(len(cats)), acc, yerr=err, capsize=3)
+        axes[0].set_xticks(range(len(cats)), [c for c, _ in cats], rotation=60, ha="right", fontsize=7)
+        axes[0].set_ylim(0, 1)
+        axes[0].set_title("accuracy by category (95% CI)")
+        axes[1].bar(["first", "second"], [ours["first_is_better"] or 0, 1 - (ours["first_is_better"] or 0)])
+        axes[1].set_ylim(0, 1)
+        axes[1].set_title("verdict position")
+        axes[2].bar(["with tools", "without"], [ours["accuracy_with_tools"] or 0, ours["accuracy_without_tools"] or 0])
+        axes[2].set_ylim(0, 1)
+        axes[2].set_title("accuracy vs tool use")
+        fig.tight_layout()
+        fig.savefig(out / "accuracy.png", dpi=90)
+        plt.close(fig)
+        paths["plot"] = str(out / "accuracy.png")
+    return paths
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Two metrics.json side by side (Markdown)."""
+    rows = ["| metric | A | B |", "|---|---|---|"]
+    oa, ob = a.get("ours", {}), b.get("ours", {})
+    for k in ("n", "accuracy", "macro", "parse_failure_rate", "tool_call_rate", "first_is_better", "consistency"):
+        rows.append(f"| {k} | {_fmt(oa.get(k))} | {_fmt(ob.get(k))} |")
+    for c in sorted(set(oa.get("by_category", {})) | set(ob.get("by_category", {}))):
+        ca, cb = oa.get("by_category", {}).get(c, {}), ob.get("by_category", {}).get(c, {})
+        rows.append(f"| {c} | {_fmt(ca.get('accuracy'))} | {_fmt(cb.get('accuracy'))} |")
+    return "\n".join(rows)

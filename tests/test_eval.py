@@ -1,0 +1,287 @@
+"""Scoring rules against hand-computed cases (SCORING.md), the official GenAI-Bench numbers from the real
+prediction files, and `mmreward eval run/score/compare` end to end."""
+
+import json
+import math
+
+import pytest
+from conftest import BENCH
+
+from eval import metrics as M
+
+
+def test_vlrb_parser_is_greedy_and_needs_the_prefix():
+    assert M.vlrb_parse("Therefore, Answer 1 is better. Overall Judgment: Answer 2 is slightly better") == 2
+    assert M.vlrb_parse("Overall Judgment: Answer 1 is the better one") == 1
+    assert M.vlrb_parse("<answer>Answer 1 is better</answer>") is None  # no 'Overall Judgment'/'Therefore'
+    assert M.vlrb_label(None, 2) == "doesntMatch" and M.vlrb_label(2, 2) == "reject" and M.vlrb_label(1, 2) == "agree"
+
+
+def test_vlrb_aggregation_drops_unmatched_and_uses_majority():
+    items = [
+        {"key": "a", "group": "general", "labels": ["agree", "agree", "reject"]},  # agree (2 > 1.5)
+        {"key": "b", "group": "general", "labels": ["reject"]},
+        {"key": "c", "group": "general", "labels": ["doesntMatch"]},  # dropped from the official denominator
+        {"key": "d", "group": "hallucination", "labels": ["agree", "reject"]},  # no majority: 'other', dropped
+        {"key": "e", "group": "reasoning", "labels": ["agree"]},
+    ]
+    s = M.vlrb_score(items)
+    assert s["groups"]["general"]["official"] == 0.5 and s["groups"]["general"]["strict"] == pytest.approx(1 / 3)
+    assert s["groups"]["hallucination"]["official"] is None and s["groups"]["hallucination"]["dropped"] == 1
+    assert s["official"]["overall"] == pytest.approx(2 / 3)  # agree 2 / (agree 2 + reject 1)
+    assert s["official"]["macro"] == pytest.approx((0.5 + 1.0) / 2)  # groups with a denominator
+    assert s["strict"]["overall"] == pytest.approx(2 / 5)
+
+
+def test_mmrb_seeded_coin_for_failures():
+    # random.seed(123): draws 0.052, 0.087, 0.407, 0.108, 0.901 -> failures 1-4 are A, failure 5 is B.
+    rows = [{"id": f"x{i}", "label": "A", "output": "no verdict", "category": "vqa"} for i in range(5)]
+    s = M.mmrb_score(rows)
+    assert s["official"]["all"] == pytest.approx(0.8) and s["strict"]["all"] == 0.0
+    rows = [
+        {"id": "pairs_1", "label": "B", "output": "... [[B]]", "category": "safety"},
+        {"id": "math_2", "label": "A", "output": "[[A]] then [[B]]", "category": "reasoning"},
+    ]
+    s = M.mmrb_score(rows)
+    assert s["official"]["safety/bias"] == 1.0 and s["official"]["reasoning/math"] == 1.0  # '[[A]]' is checked first
+
+
+def test_genai_parser_and_official_numbers():
+    assert M.genai_parse("x [[A>B]] y [[B>A]] z") == "[[A>B]] y [[B>A]]"  # greedy: a wrong, compound match
+    assert M.genai_parse("[[A>B\n]]") is None  # '.' does not cross a newline
+    assert M.genai_correct("[[A=B]]", "tievote") and M.genai_correct("[[A=B]]", "bothbad_vote")
+    assert not M.genai_correct("[[A=B=Good]]", "bothbad_vote") and M.genai_correct("[[B>>A]]", "rightvote")
+
+    def rows(name):
+        lines = [json.loads(x) for x in (BENCH / "genai_bench" / name).read_text().splitlines()]
+        return [{"response": r["response"], "human_vote": r["human_vote"]} for r in lines]  # no 'correct' field
+
+    s = M.genai_score(
+        {
+            "image_generation": rows("image_generation_test_v1_random_predictions.jsonl"),
+            "image_edition": rows("image_edition_test_v1_random_predictions.jsonl"),
+            "video_generation": rows("video_generation_test_v1_random_predictions.jsonl"),
+        }
+    )
+    assert [round(100 * s["official"][t], 2) for t in ("image_generation", "image_edition", "video_generation")] == [
+        25.36,
+        25.90,
+        25.16,
+    ]
+    gpt4o = M.genai_score({"video_generation": rows("video_generation_test_v1_gpt4o_predictions.jsonl")})
+    assert round(100 * gpt4o["official"]["video_generation"], 2) == 48.46
+
+
+def test_videogen_rules():
+    # w/o ties: m == 0 counts as discordant; human ties are left out.
+    assert M.videogen_wo_ties([1, -1, 1, 0], [0.3, 0.2, 0.0, 0.5]) == pytest.approx(1 / 3)
+    # Tie-calibrated with repeated |m|: the official loop scores a partial state no threshold reaches.
+    h, m = [0, 1], [0.5, 0.5]
+    assert M.videogen_w_ties_official(h, m) == 1.0
+    assert M.videogen_w_ties_threshold(h, m) == 0.5
+    # Distinct |m|: both agree (max over thresholds of 3-class accuracy).
+    h, m = [1, 0, -1, 1], [0.9, 0.1, -0.4, -0.2]
+    assert M.videogen_w_ties_official(h, m) == M.videogen_w_ties_threshold(h, m) == 0.75
+    # The generative-judge convention's example from SCORING.md.
+    out = M.videogen_generative(
+        ["A", "B", "same", "A", "same", "B"],
+        [
+            "Video 1 is better",
+            "Video 1 is better",
+            "none",
+            "Video 2 is better",
+            "Video 1 is better",
+            "Video 2 is better",
+        ],
+    )
+    assert out == {"w_tie": 0.5, "wo_tie": 0.5}
+
+
+def test_mjbench_mjvideo_mmrlhf_rules():
+    assert (
+        M.mjbench_pred(0.3, 0.3) == "tie"
+        and M.mjbench_pred(0.5, 0.2) == "0"
+        and M.mjbench_pred(0.1, 0.2, 0.2) == "tie"
+    )
+    s = M.mjbench_score(["0", "tie", "1", "0"], [0, 0, 0, 1])
+    assert s == {"w_tie": 0.25, "wo_tie": pytest.approx(1 / 3), "tie_aware": pytest.approx(1.5 / 4)}
+    v = M.mjvideo_score([0, None, 1], [0, 1, 0])
+    assert v == {"strict": pytest.approx(1 / 3), "tie_aware": pytest.approx(1.5 / 3)}
+    pairs = [
+        {"group": "p1", "category": "mcq", "rewards": [2.0, 1.0]},
+        {"group": "p1", "category": "mcq", "rewards": [1.0, 1.0]},  # equal rewards are wrong
+        {"group": "p2", "category": "mcq", "rewards": [3.0, 0.0]},
+        {"group": "p3", "category": "video", "rewards": [0.0, 1.0]},
+    ]
+    s = M.mmrlhf_score(pairs)
+    assert s["acc"]["all"] == 0.5 and s["acc_plus"]["all"] == pytest.approx(1 / 3) and s["acc_plus"]["mcq"] == 0.5
+
+
+def test_bootstrap_and_position():
+    lo, hi = M.bootstrap_ci([1.0] * 30 + [0.0] * 10)
+    assert lo < 0.75 < hi and lo > 0.5 and hi < 0.95
+    assert M.position_stats([True, True, False], [True, False]) == {
+        "first_is_better": pytest.approx(2 / 3),
+        "consistency": 0.5,
+    }
+    assert all(math.isnan(x) for x in M.bootstrap_ci([]))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from data_pipelines.synthetic.generate import generate_world
+
+    root = tmp_path_factory.mktemp("evalworld")
+    generate_world(root, seed=4, splits={"test": 24}, see=0)
+    return root
+
+
+def test_eval_run_with_the_oracle_scores_and_resumes(world, tmp_path):
+    from data_pipelines.records import read_records
+    from data_pipelines.synthetic.oracle import OracleTeacher
+    from eval.run import RunSettings, read_predictions, run_suite
+    from eval.score import score_predictions, write_report
+    from eval.suites import get_suite, load_suite
+
+    suite = get_suite("synthetic_test")
+    records = read_records(world / "test.jsonl")
+    oracle = OracleTeacher(lambda key: {r.id: r for r in records}[key.split("|")[0]])
+    out = tmp_path / "run"
+    m = run_suite(suite, oracle, out, RunSettings(swap="both"), data=str(world))
+    rows = read_predictions(out / "predictions.jsonl")
+    assert m["items"] == 24 and len(rows) == sum(1 if r.task == "pointwise" else 2 for r in records)
+    again = run_suite(suite, oracle, out, RunSettings(swap="both"), data=str(world))
+    assert again["new_predictions"] == 0 and len(read_predictions(out / "predictions.jsonl")) == len(rows)
+    metrics = score_predictions(suite, rows, load_suite(suite, str(world))[0])
+    o = metrics["ours"]
+    assert o["accuracy"] > 0.85 and o["consistency"] > 0.85 and 0.3 < o["first_is_better"] < 0.7
+    assert o["tool_call_rate"] > 0.5 and o["ci95"][0] <= o["accuracy"] <= o["ci95"][1]
+    paths = write_report(metrics, out)
+    assert "| accuracy |" in (out / "report.md").read_text() and (out / "accuracy.png").is_file() and paths["plot"]
+    needs = get_suite("synthetic_needs_tool")
+    assert all(r.metadata["world"]["needs_tool"] for r in load_suite(needs, str(world))[0])
+
+
+def test_official_rules_on_our_predictions(tmp_path):
+    """Our verdicts mapped into each benchmark's terms; items without media are skipped, so rows are hand-made."""
+    from data_pipelines.records import PreferenceRecord
+    from eval.score import official_metrics
+    from eval.suites import get_suite
+
+    rec = PreferenceRecord(
+        id="v1",
+        task="pairwise",
+        modality="answer",
+        prompt="q",
+        candidates=["good", "bad"],
+        media=["x.png"],
+        preferred=0,
+        category="general",
+    )
+    rows = [
+        {
+            "record_id": "v1",
+            "order": [1, 0],
+            "raw": "Overall Judgment: Answer 2 is better",
+            "verdict": {"winner": 1, "dimensions": {}},
+            "vote": 0,
+        },
+    ]
+    s = official_metrics(get_suite("vl_rewardbench"), rows, {"v1": rec})
+    # Shown second, the chosen answer is "Answer 2": agree under both the official parser and ours.
+    assert s["official_parser"]["official"]["overall"] == 1.0
+    assert s["official_rule_our_parser"]["official"]["overall"] == 1.0
+
+
+def test_cli_score_native_files_and_compare(tmp_path, capsys):
+    from mmreward.cli import main
+
+    assert (
+        main(
+            [
+                "eval",
+                "score",
+                "--suite",
+                "genai_bench_image_edition",
+                "--predictions",
+                str(BENCH / "genai_bench" / "image_edition_test_v1_random_predictions.jsonl"),
+                "--out",
+                str(tmp_path / "a"),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    s = json.loads(capsys.readouterr().out)
+    assert round(100 * s["official"]["official"]["image_edition"], 2) == 25.90
+    assert (
+        main(
+            [
+                "eval",
+                "score",
+                "--suite",
+                "multimodal_rewardbench",
+                "--predictions",
+                str(BENCH / "multimodal_rewardbench" / "example_predictions.jsonl"),
+                "--out",
+                str(tmp_path / "b"),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["official"]["n"]["all"] == 2
+    (tmp_path / "m1.json").write_text(json.dumps({"ours": {"accuracy": 0.5, "by_category": {"x": {"accuracy": 0.5}}}}))
+    (tmp_path / "m2.json").write_text(json.dumps({"ours": {"accuracy": 0.7, "by_category": {"x": {"accuracy": 0.9}}}}))
+    assert main(["eval", "compare", str(tmp_path / "m1.json"), str(tmp_path / "m2.json")]) == 0
+    assert "| accuracy | 0.500 | 0.700 |" in capsys.readouterr().out
+
+
+def test_cli_eval_run_tiny_model_writes_the_report(world, tiny_model_dir, tmp_path, capsys):
+    from mmreward.cli import main
+
+    out = tmp_path / "tiny"
+    assert (
+        main(
+            [
+                "eval",
+                "run",
+                "--suite",
+                "synthetic_test",
+                "--model",
+                str(tiny_model_dir),
+                "--data",
+                str(world),
+                "--out",
+                str(out),
+                "--limit",
+                "3",
+                "--max-new-tokens",
+                "24",
+            ]
+        )
+        == 0
+    )
+    assert {"predictions.jsonl", "metrics.json", "report.md", "accuracy.png", "run.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert "synthetic_test: accuracy" in capsys.readouterr().out
+    # A public suite whose media is not on disk: every item is skipped and counted, nothing crashes.
+    assert (
+        main(
+            [
+                "eval",
+                "run",
+                "--suite",
+                "mm_rlhf",
+                "--model",
+                str(tiny_model_dir),
+                "--out",
+                str(tmp_path / "mm"),
+                "--limit",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "mm" / "run.json").read_text())["skipped_without_media"] == 170
