@@ -29,12 +29,17 @@ def register(sub) -> dict:
     r.add_argument("--votes", type=int, default=1)
     r.add_argument("--tools", choices=["on", "off"], default="on")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument(
+        "--pointwise",
+        action="store_true",
+        help="score each candidate 1-10 on its own; pairs are formed from score differences (scalar judge)",
+    )
     r.add_argument("--max-new-tokens", type=int, default=256)
     r.add_argument("--batch-size", type=int, default=8)
     r.add_argument("--device", default="auto")
     s = esub.add_parser("score", help="score a predictions file (ours, or a benchmark's own format)")
     s.add_argument("--suite", required=True, choices=list(SUITES))
-    s.add_argument("--predictions", required=True)
+    s.add_argument("--predictions", required=True, help="a predictions file, or a run folder (all shards)")
     s.add_argument("--data")
     s.add_argument("--input")
     s.add_argument("--out", help="where metrics.json/report.md go (default: beside the predictions)")
@@ -80,6 +85,7 @@ def _run(args) -> int:
         seed=args.seed,
         limit=args.limit,
         chunk=max(16, args.batch_size),
+        pointwise=args.pointwise,
     )
     manifest = run_suite(
         suite,
@@ -92,8 +98,17 @@ def _run(args) -> int:
         engine_settings=engine,
         progress=True,
     )
+    from eval.run import shard  # noqa: PLC0415
+
+    rank, world = shard()
+    if world > 1:
+        print(
+            f"[rank {rank}/{world}] wrote {manifest['new_predictions']} predictions; score with `mmreward eval score "
+            f"--suite {suite.name} --predictions {args.out}` once every process is done"
+        )
+        return 0
     records, _ = load_suite(suite, args.data, args.input, args.media_root)
-    rows = read_predictions(Path(args.out) / "predictions.jsonl")
+    rows = read_predictions(Path(args.out))
     if not rows:
         print(json.dumps(manifest, indent=2))
         print("no item of this suite has its media on disk; nothing was judged")
@@ -117,14 +132,15 @@ def _score(args) -> int:
     from eval.suites import get_suite, load_suite  # noqa: PLC0415
 
     suite = get_suite(args.suite)
-    if not Path(args.predictions).is_file():
-        raise FileNotFoundError(f"{args.predictions}: no such predictions file")
-    metrics = score_native(args.predictions)
+    pred = Path(args.predictions)
+    if not pred.exists():
+        raise FileNotFoundError(f"{pred}: no such predictions file or run folder")
+    metrics = score_native(pred) if pred.is_file() else None
     if metrics is None:
         records, _ = load_suite(suite, args.data, args.input)
         metrics = score_predictions(suite, read_predictions(args.predictions), records)
     metrics["suite"] = suite.name
-    out = args.out or str(Path(args.predictions).parent)
+    out = args.out or str(pred if pred.is_dir() else pred.parent)
     write_report(metrics, out)
     if args.json:
         print(json.dumps(metrics, indent=2, default=str))

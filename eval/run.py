@@ -2,7 +2,9 @@
 
 Each (item, vote, presented order) is one prediction row in ``out/predictions.jsonl``: the item key, the order,
 the raw final output, the parsed verdict or the parse failure, the tool trace summary, tokens and latency.
-Finished rows are skipped on a re-run. Items without media on disk are skipped and counted. Scoring follows
+Finished rows are skipped on a re-run. Items without media on disk are skipped and counted. Under
+``accelerate launch`` (or ``torchrun``) each process takes every ``WORLD_SIZE``-th job and writes its own
+``predictions.rank<N>.jsonl``; scoring reads them all. Scoring follows
 (:mod:`eval.score`) and writes ``metrics.json`` and ``report.md``.
 """
 
@@ -31,6 +33,7 @@ class RunSettings:
     seed: int = 0
     limit: int | None = None
     chunk: int = 16
+    pointwise: bool = False  # score each candidate of a pairwise item on its own (a scalar judge)
 
     def __post_init__(self) -> None:
         if self.swap not in ("none", "random", "both"):
@@ -48,7 +51,44 @@ def orders(record: PreferenceRecord, swap: str, seed: int, vote: int) -> list[li
     return [[0, 1] if rng.random() < 0.5 else [1, 0]]
 
 
-def prediction_row(key: str, record: PreferenceRecord, vote: int, t: Trajectory) -> dict[str, Any]:
+def pointwise_task(record: PreferenceRecord, candidate: int, root) -> Any:
+    """A pairwise item's candidate as a pointwise (1-10) task, for scalar-judge evaluation."""
+    from mmreward.protocol import JudgeTask  # noqa: PLC0415
+
+    task = _resolved(record, root).to_task()
+    return JudgeTask(
+        prompt=task.prompt,
+        candidates=[task.candidates[candidate]],
+        modality=task.modality,
+        kind="pointwise",
+        media=task.media,
+        media_kind=task.media_kind,
+        id=f"{record.id}#c{candidate}",
+    )
+
+
+def prediction_row(key: str, record: PreferenceRecord, vote: int, t: Trajectory, candidate: int | None = None):
+    if candidate is not None:  # a scalar judgment of one candidate; pairs are formed when scoring
+        return {
+            "key": key,
+            "record_id": record.id,
+            "vote": vote,
+            "candidate": candidate,
+            "order": [candidate],
+            "raw": t.final_text,
+            "score": (t.verdict or {}).get("score"),
+            "verdict": None,
+            "parse_failure": t.parse_failure,
+            "stop_reason": t.stop_reason,
+            "format_ok": t.format_ok,
+            "tool_calls": len(t.tool_trace),
+            "tool_errors": sum(not c["ok"] for c in t.tool_trace),
+            "tools": [c["name"] for c in t.tool_trace],
+            "prompt_tokens": t.prompt_tokens,
+            "completion_tokens": t.completion_tokens,
+            "latency_s": round(t.latency_s, 4),
+            "correct": False,
+        }
     return {
         "key": key,
         "record_id": record.id,
@@ -69,18 +109,31 @@ def prediction_row(key: str, record: PreferenceRecord, vote: int, t: Trajectory)
     }
 
 
-def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
-    rows = []
+def shard() -> tuple[int, int]:
+    """(rank, world size) under ``accelerate launch`` / ``torchrun``; (0, 1) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def prediction_files(path: str | os.PathLike) -> list[Path]:
+    """``predictions.jsonl`` and the per-process ``predictions.rank<N>.jsonl`` of a sharded run."""
     p = Path(path)
-    if not p.is_file():
-        return rows
-    with p.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a torn last line after a crash
-    return rows
+    if p.is_dir():
+        return sorted(p.glob("predictions*.jsonl"))
+    return sorted(p.parent.glob(p.stem + ".rank*.jsonl")) + ([p] if p.is_file() else [])
+
+
+def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All rows of a run (every shard), the last row per key winning; torn lines are skipped."""
+    rows: dict[str, dict[str, Any]] = {}
+    for f in prediction_files(path):
+        with f.open(encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line after a crash
+                rows[row["key"]] = row
+    return list(rows.values())
 
 
 def run_suite(
@@ -108,15 +161,21 @@ def run_suite(
             from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
 
             engine_settings = EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS)
-    pred_path = out / "predictions.jsonl"
-    done = {r["key"] for r in read_predictions(pred_path)}
+    rank, world = shard()
+    pred_path = out / ("predictions.jsonl" if world == 1 else f"predictions.rank{rank}.jsonl")
+    done = {r["key"] for r in read_predictions(out / "predictions.jsonl")}
     jobs = []
     for r in usable:
         for v in range(settings.votes):
+            if settings.pointwise and r.task != "pointwise":
+                for c in range(len(r.candidates)):
+                    jobs.append((f"{r.id}|v{v}|c{c}", r, v, c))
+                continue
             for o in orders(r, settings.swap, settings.seed, v):
-                key = f"{r.id}|v{v}|{''.join(map(str, o))}"
-                if key not in done:
-                    jobs.append((key, r, v, o))
+                jobs.append((f"{r.id}|v{v}|{''.join(map(str, o))}", r, v, o))
+    # Each process takes its share of the full, deterministic job list, then skips what is already done (slicing
+    # after filtering would let processes that start at different moments disagree on the shares).
+    jobs = [j for j in jobs[rank::world] if j[0] not in done]
     engine = RolloutEngine(generator, settings=engine_settings)
     bar = None
     if progress:
@@ -127,13 +186,16 @@ def run_suite(
     started = time.perf_counter()
     for i in range(0, len(jobs), settings.chunk):
         chunk = jobs[i : i + settings.chunk]
+        tasks = [
+            pointwise_task(r, o, root) if isinstance(o, int) else _resolved(r, root).to_task() for _, r, _, o in chunk
+        ]
         trajs = engine.run(
-            [_resolved(r, root).to_task() for _, r, _, _ in chunk],
-            orders=[o for *_, o in chunk],
+            tasks,
+            orders=[[0] if isinstance(o, int) else o for *_, o in chunk],
             tools_on=settings.tools,
             keys=[k for k, *_ in chunk],
         )
-        rows = [prediction_row(k, r, v, t) for (k, r, v, _), t in zip(chunk, trajs)]
+        rows = [prediction_row(k, r, v, t, o if isinstance(o, int) else None) for (k, r, v, o), t in zip(chunk, trajs)]
         with pred_path.open("a", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -156,5 +218,6 @@ def run_suite(
         "seconds": round(time.perf_counter() - started, 2),
         "media_root": root,
     }
-    (out / "run.json").write_text(json.dumps(manifest, indent=2))
+    manifest.update(rank=rank, world_size=world)
+    (out / ("run.json" if world == 1 else f"run.rank{rank}.json")).write_text(json.dumps(manifest, indent=2))
     return manifest

@@ -168,11 +168,96 @@ def official_metrics(suite: Suite, rows: list[dict[str, Any]], records: dict[str
     return {}
 
 
+def pair_rows(rows: list[dict[str, Any]], records: dict[str, PreferenceRecord]) -> list[dict[str, Any]]:
+    """Scalar-judge rows (one score per candidate) turned into pairwise rows: the higher score wins, equal
+    scores are a tie, a missing score is a failure. ``scores`` keeps both values for threshold rules."""
+    by: dict[tuple, dict[int, dict]] = defaultdict(dict)
+    for r in rows:
+        if "candidate" in r:
+            by[(r["record_id"], r["vote"])][r["candidate"]] = r
+    out = []
+    for (rid, vote), cands in by.items():
+        if len(cands) != 2:
+            continue
+        s0, s1 = cands[0].get("score"), cands[1].get("score")
+        missing = s0 is None or s1 is None
+        winner = None if missing or s0 == s1 else (0 if s0 > s1 else 1)
+        rec = records[rid]
+        ok = not missing and ((winner is None and rec.tie) or (winner is not None and winner == rec.preferred))
+        out.append(
+            {
+                "key": f"{rid}|v{vote}|pair",
+                "record_id": rid,
+                "vote": vote,
+                "order": [0, 1],
+                "raw": "",
+                "verdict": None if missing else {"winner": winner, "dimensions": {}},
+                "scores": [s0, s1],
+                "format_ok": cands[0]["format_ok"] and cands[1]["format_ok"],
+                "tool_calls": cands[0]["tool_calls"] + cands[1]["tool_calls"],
+                "latency_s": cands[0]["latency_s"] + cands[1]["latency_s"],
+                "completion_tokens": cands[0]["completion_tokens"] + cands[1]["completion_tokens"],
+                "correct": ok,
+            }
+        )
+    return out
+
+
+def scalar_official(suite: Suite, pairs: list[dict[str, Any]], records: dict[str, PreferenceRecord]) -> dict:
+    """Pair accuracy from score differences under each benchmark's own threshold rules."""
+    ok = [p for p in pairs if None not in p["scores"]]
+    if suite.scorer == "mjbench":
+        kept = [p for p in ok if not records[p["record_id"]].tie]
+        preds = [M.mjbench_pred(*p["scores"]) for p in kept]
+        labels = [records[p["record_id"]].preferred for p in kept]
+        return {"mjbench_threshold_0": M.mjbench_score(preds, labels) if kept else None}
+    if suite.scorer == "videogen":
+        h, m = [], []
+        for p in ok:
+            rec = records[p["record_id"]]
+            if rec.preferred is None and not rec.tie:
+                continue
+            h.append(0 if rec.tie else (1 if rec.preferred == 0 else -1))
+            m.append(p["scores"][0] - p["scores"][1])
+        if not h:
+            return {}
+        return {
+            "Overall": {
+                "wo_ties": M.videogen_wo_ties(h, m),
+                "w_ties_official_loop": M.videogen_w_ties_official(h, m),
+                "w_ties_threshold": M.videogen_w_ties_threshold(h, m),
+                "n": len(h),
+            }
+        }
+    if suite.scorer == "mmrlhf":
+        return {
+            "mmrlhf": M.mmrlhf_score(
+                [
+                    {
+                        "group": records[p["record_id"]].metadata["group"],
+                        "category": records[p["record_id"]].category,
+                        "rewards": p["scores"] if records[p["record_id"]].preferred == 0 else p["scores"][::-1],
+                    }
+                    for p in ok
+                ]
+            )
+        }
+    return {}
+
+
 def score_predictions(suite: Suite, rows: list[dict[str, Any]], records: list[PreferenceRecord]) -> dict[str, Any]:
     table = {r.id: r for r in records}
     rows = [r for r in rows if r["record_id"] in table]
     if not rows:
         raise ValueError("no prediction matches a record of this suite; wrong --suite or --predictions?")
+    if any("candidate" in r for r in rows):
+        pairs = pair_rows([r for r in rows if "candidate" in r], table)
+        return {
+            "suite": suite.name,
+            "mode": "scalar (pointwise scores per candidate)",
+            "ours": generic_metrics(pairs, table),
+            "official": scalar_official(suite, pairs, table),
+        }
     return {
         "suite": suite.name,
         "ours": generic_metrics(rows, table),

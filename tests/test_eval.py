@@ -285,3 +285,84 @@ def test_cli_eval_run_tiny_model_writes_the_report(world, tiny_model_dir, tmp_pa
         == 0
     )
     assert json.loads((tmp_path / "mm" / "run.json").read_text())["skipped_without_media"] == 170
+
+
+def test_sharded_run_with_two_processes(world, tiny_model_dir, tmp_path):
+    """`accelerate launch` with two processes: each judges its share; scoring the folder reads both shards."""
+    import os
+    import subprocess
+    import sys
+
+    from eval.run import read_predictions
+
+    out = tmp_path / "sharded"
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        "train/accelerate/ddp_cpu_2proc.yaml",
+        "-m",
+        "mmreward.cli",
+        "eval",
+        "run",
+        "--suite",
+        "synthetic_test",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(world),
+        "--out",
+        str(out),
+        "--limit",
+        "4",
+        "--max-new-tokens",
+        "16",
+        "--swap",
+        "none",
+    ]
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "predictions.rank0.jsonl").is_file() and (out / "predictions.rank1.jsonl").is_file()
+    rows = read_predictions(out)
+    assert len(rows) == 4 and len({x["key"] for x in rows}) == 4
+
+
+def test_scalar_judge_pairs_from_scores(world, tmp_path):
+    """--pointwise: each candidate scored alone; pairs from score differences, with MJ-Bench's threshold rule."""
+    from data_pipelines.records import read_records
+    from eval.run import RunSettings, read_predictions, run_suite
+    from eval.score import pair_rows, scalar_official, score_predictions
+    from eval.suites import get_suite, load_suite
+    from mmreward.protocol import format_turn
+    from mmreward.rollout import ScriptedGenerator
+
+    records = {r.id: r for r in read_records(world / "test.jsonl")}
+
+    def scorer(request):  # 9 for the preferred candidate, 3 for the other: a perfect scalar judge
+        rid, _, cand = request.key.split("|")
+        rec = records[rid]
+        if rec.task == "pointwise":  # the world's own pointwise items are judged as they are
+            return format_turn("scored", answer=f"Score: {int(rec.score)}")
+        good = rec.preferred if rec.preferred is not None else -1
+        return format_turn("scored", answer=f"Score: {9 if int(cand[1:]) == good else 3}")
+
+    out = tmp_path / "scalar"
+    run_suite(
+        get_suite("synthetic_test"), ScriptedGenerator(scorer), out, RunSettings(pointwise=True), data=str(world)
+    )
+    rows = read_predictions(out)
+    recs, _ = load_suite(get_suite("synthetic_test"), str(world))
+    m = score_predictions(get_suite("synthetic_test"), rows, recs)
+    pairwise = [r for r in recs if r.task != "pointwise"]
+    assert m["ours"]["n"] == len(pairwise)
+    assert m["ours"]["accuracy"] == sum(not r.tie for r in pairwise) / len(pairwise)
+    table = {r.id: r for r in recs}
+    pairs = pair_rows(rows, table)
+    mj = scalar_official(get_suite("mj_bench_alignment"), pairs, table)["mjbench_threshold_0"]
+    assert mj["w_tie"] == 1.0 and mj["wo_tie"] == 1.0
