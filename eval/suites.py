@@ -24,6 +24,9 @@ class Suite:
     options: dict = field(default_factory=dict)
     world: bool = False
     needs_tool_only: bool = False
+    # The prompt variant: every suite is judged with the protocol's own templates (mmreward/templates), whose answer
+    # forms the shared parser reads; the official rules are then applied to the raw text and to the parsed verdict.
+    prompt: str = "protocol"
 
 
 SUITES: dict[str, Suite] = {
