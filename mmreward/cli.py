@@ -4,6 +4,9 @@
     mmreward judge --model DIR --prompt TEXT --image A --image B         judge two images
     mmreward judge --model DIR --prompt TEXT --video A --video B         judge two videos
     mmreward judge --model DIR --question Q --answer A1 --answer A2 --image X   judge two answers
+    mmreward data convert|synth|distill|reject|stats|sources ...         records, the synthetic world, teachers
+    mmreward train see|sft|rft --config RECIPE.yaml [overrides]          training stages (train/recipes/)
+    mmreward eval run|score|compare|suites ...                           benchmarks, official scoring, reports
 
 Run ``mmreward COMMAND --help`` for each command's options.
 """

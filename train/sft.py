@@ -67,8 +67,8 @@ class SFTScriptArguments:
     stage: str = "sft"
 
 
-def parse(argv: list[str] | None = None) -> tuple[SFTScriptArguments, SFTConfig, ModelConfig]:
-    parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
+def parse(argv: list[str] | None = None, stage: str = "sft") -> tuple[SFTScriptArguments, SFTConfig, ModelConfig]:
+    parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig), prog=f"mmreward train {stage}")
     return parser.parse_args_and_config(argv)
 
 
@@ -420,7 +420,7 @@ def evaluate_checkpoint(model, processor, script: SFTScriptArguments) -> dict:
 
 
 def main(argv: list[str] | None = None, stage: str | None = None) -> int:
-    script, cfg, model_args = parse(argv)
+    script, cfg, model_args = parse(argv, stage or "sft")
     if stage:
         script.stage = stage
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
