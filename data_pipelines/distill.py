@@ -36,7 +36,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from data_pipelines.labels import check_verdict
-from data_pipelines.records import PreferenceRecord
+from data_pipelines.records import PreferenceRecord, presented_orders
 from mmreward.media import image_to_data_url
 from mmreward.protocol import system_prompt, user_text
 from mmreward.rollout import (
@@ -231,15 +231,6 @@ class DistillSettings:
             raise ValueError("chunk must be at least 1")
 
 
-def orders_for(record: PreferenceRecord, swap: str, seed: int) -> list[list[int]]:
-    if record.task == "pointwise" or swap == "none":
-        return [list(range(len(record.candidates)))]
-    if swap == "both":
-        return [[0, 1], [1, 0]]
-    rng = random.Random(f"{seed}/{record.id}")
-    return [[0, 1] if rng.random() < 0.5 else [1, 0]]
-
-
 def teacher_id(teacher: Generator) -> str:
     name = getattr(teacher, "name", type(teacher).__name__)
     s = getattr(teacher, "settings", None)
@@ -322,8 +313,8 @@ def distill(
     by_id = {r.id: r for r in usable}
     jobs = []  # (key, record, order)
     for r in usable:
-        for order in orders_for(r, settings.swap, settings.seed):
-            rr = _resolved(r, media_root)
+        for order in presented_orders(r, settings.swap, settings.seed):
+            rr = r.resolved(media_root)
             jobs.append((cache_key(rr, order, settings.tools, tid, settings.engine), rr, order))
     pending = [j for j in jobs if j[0] not in done]
     reused = len(jobs) - len(pending)
@@ -429,15 +420,3 @@ def distill(
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return summary
-
-
-def _resolved(record: PreferenceRecord, media_root) -> PreferenceRecord:
-    """The record with media paths resolved (so the engine can open them from any working folder)."""
-    if media_root is None:
-        return record
-    task = record.to_task(media_root)
-    d = record.to_dict()
-    if record.modality != "answer":
-        d["candidates"] = list(task.candidates)
-    d["media"] = list(task.media)
-    return PreferenceRecord.from_dict(d)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -128,6 +129,17 @@ class PreferenceRecord:
             id=self.id,
         )
 
+    def resolved(self, media_root: str | os.PathLike | None) -> PreferenceRecord:
+        """The record with its media paths resolved against ``media_root`` (usable from any working folder)."""
+        if media_root is None:
+            return self
+        task = self.to_task(media_root)
+        d = self.to_dict()
+        if self.modality != "answer":
+            d["candidates"] = list(task.candidates)
+        d["media"] = list(task.media)
+        return PreferenceRecord.from_dict(d)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -144,6 +156,17 @@ class PreferenceRecord:
             raise RecordError(f"{where}record {rid!r}: {exc}") from None
         except RecordError as exc:
             raise RecordError(f"{where}{exc}") from None
+
+
+def presented_orders(record: PreferenceRecord, swap: str, seed: int, salt: str = "") -> list[list[int]]:
+    """The orders a record's candidates are shown in: ``none`` (as stored), ``both``, or ``random`` (one order,
+    seeded by the record id and ``salt``, so a resumed run shows every item exactly as the first run did)."""
+    if record.task == "pointwise" or swap == "none":
+        return [list(range(len(record.candidates)))]
+    if swap == "both":
+        return [[0, 1], [1, 0]]
+    rng = random.Random(f"{seed}/{record.id}{salt}")
+    return [[0, 1] if rng.random() < 0.5 else [1, 0]]
 
 
 def resolve_media(ref: str, media_root: str | os.PathLike | None) -> Path:

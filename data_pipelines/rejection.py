@@ -20,16 +20,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from data_pipelines.distill import _append, _resolved, _write_jsonl, read_cache
+from data_pipelines.distill import _append, _write_jsonl, read_cache
 from data_pipelines.labels import check_verdict
-from data_pipelines.records import PreferenceRecord, write_records
+from data_pipelines.records import PreferenceRecord, presented_orders, write_records
 from mmreward.rollout import EngineSettings, Generator, RolloutEngine, Trajectory
 
 
@@ -49,10 +48,8 @@ class RejectionSettings:
 
 
 def sample_order(record: PreferenceRecord, j: int, seed: int) -> list[int]:
-    if record.task == "pointwise":
-        return [0]
-    rng = random.Random(f"{seed}/{record.id}/{j}")
-    return [0, 1] if rng.random() < 0.5 else [1, 0]
+    """Sample ``j``'s presented order: random, seeded by the record and the sample index."""
+    return presented_orders(record, "random", seed, f"/{j}")[0]
 
 
 def _needs_tool(r: PreferenceRecord) -> str:
@@ -125,7 +122,7 @@ def rejection_sample(
     skipped = len(records) - len(usable)
     if settings.limit is not None:
         usable = usable[: settings.limit]
-    resolved = {r.id: _resolved(r, media_root) for r in usable}
+    resolved = {r.id: r.resolved(media_root) for r in usable}
     jobs = []
     for r in usable:
         for j in range(settings.k):
@@ -228,7 +225,7 @@ def judge_records(
     usable = [r for r in records if not r.metadata_only][:limit]
     engine = RolloutEngine(generator, settings=engine_settings or EngineSettings())
     trajs = engine.run(
-        [_resolved(r, media_root).to_task() for r in usable],
+        [r.resolved(media_root).to_task() for r in usable],
         orders=[sample_order(r, 0, seed) for r in usable],
         tools_on=tools,
         keys=[f"{r.id}|eval" for r in usable],

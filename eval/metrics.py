@@ -14,6 +14,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from data_pipelines.sources.multimodal_rewardbench import official_category as mmrb_category
+
 # ----------------------------------------------------------------------------------------------------------------------
 # VL-RewardBench (cal.py)
 
@@ -84,14 +86,6 @@ def mmrb_extract(text: str, rng: random.Random) -> tuple[str, bool]:
     if "[[B]]" in text:
         return "B", True
     return ("A" if rng.random() < 0.5 else "B"), False
-
-
-def mmrb_category(category: str, item_id: str) -> str:
-    if category.startswith("safety"):
-        return "safety/bias" if item_id.startswith("pairs") else "safety/toxicity"
-    if category.startswith("reasoning"):
-        return "reasoning/math" if item_id.startswith("math") else "reasoning/coding"
-    return category
 
 
 def mmrb_score(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_pipelines.distill import _resolved
 from data_pipelines.labels import check_verdict
-from data_pipelines.records import PreferenceRecord
+from data_pipelines.records import PreferenceRecord, presented_orders
 from eval.suites import Suite, load_suite
 from mmreward.rollout import EngineSettings, Generator, RolloutEngine, Trajectory
 
@@ -43,19 +41,14 @@ class RunSettings:
 
 
 def orders(record: PreferenceRecord, swap: str, seed: int, vote: int) -> list[list[int]]:
-    if record.task == "pointwise" or swap == "none":
-        return [list(range(len(record.candidates)))]
-    if swap == "both":
-        return [[0, 1], [1, 0]]
-    rng = random.Random(f"{seed}/{record.id}/{vote}")
-    return [[0, 1] if rng.random() < 0.5 else [1, 0]]
+    return presented_orders(record, swap, seed, f"/{vote}")
 
 
 def pointwise_task(record: PreferenceRecord, candidate: int, root) -> Any:
     """A pairwise item's candidate as a pointwise (1-10) task, for scalar-judge evaluation."""
     from mmreward.protocol import JudgeTask  # noqa: PLC0415
 
-    task = _resolved(record, root).to_task()
+    task = record.resolved(root).to_task()
     return JudgeTask(
         prompt=task.prompt,
         candidates=[task.candidates[candidate]],
@@ -68,28 +61,8 @@ def pointwise_task(record: PreferenceRecord, candidate: int, root) -> Any:
 
 
 def prediction_row(key: str, record: PreferenceRecord, vote: int, t: Trajectory, candidate: int | None = None):
-    if candidate is not None:  # a scalar judgment of one candidate; pairs are formed when scoring
-        return {
-            "key": key,
-            "record_id": record.id,
-            "vote": vote,
-            "candidate": candidate,
-            "order": [candidate],
-            "raw": t.final_text,
-            "score": (t.verdict or {}).get("score"),
-            "verdict": None,
-            "parse_failure": t.parse_failure,
-            "stop_reason": t.stop_reason,
-            "format_ok": t.format_ok,
-            "tool_calls": len(t.tool_trace),
-            "tool_errors": sum(not c["ok"] for c in t.tool_trace),
-            "tools": [c["name"] for c in t.tool_trace],
-            "prompt_tokens": t.prompt_tokens,
-            "completion_tokens": t.completion_tokens,
-            "latency_s": round(t.latency_s, 4),
-            "correct": False,
-        }
-    return {
+    """One judgment. With ``candidate``, a scalar judgment of that candidate alone (pairs are formed when scoring)."""
+    row = {
         "key": key,
         "record_id": record.id,
         "vote": vote,
@@ -105,8 +78,14 @@ def prediction_row(key: str, record: PreferenceRecord, vote: int, t: Trajectory,
         "prompt_tokens": t.prompt_tokens,
         "completion_tokens": t.completion_tokens,
         "latency_s": round(t.latency_s, 4),
-        "correct": check_verdict(record, t).correct,
     }
+    if candidate is not None:
+        row.update(
+            candidate=candidate, order=[candidate], score=(t.verdict or {}).get("score"), verdict=None, correct=False
+        )
+    else:
+        row["correct"] = check_verdict(record, t).correct
+    return row
 
 
 def shard() -> tuple[int, int]:
@@ -187,7 +166,7 @@ def run_suite(
     for i in range(0, len(jobs), settings.chunk):
         chunk = jobs[i : i + settings.chunk]
         tasks = [
-            pointwise_task(r, o, root) if isinstance(o, int) else _resolved(r, root).to_task() for _, r, _, o in chunk
+            pointwise_task(r, o, root) if isinstance(o, int) else r.resolved(root).to_task() for _, r, _, o in chunk
         ]
         trajs = engine.run(
             tasks,

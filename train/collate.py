@@ -22,10 +22,7 @@ RopeFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 def rope_function(model) -> RopeFn:
     """``get_rope_index`` of a (possibly PEFT-wrapped) Qwen-VL model."""
-    m = model
-    for attr in ("get_base_model",):
-        if hasattr(m, attr):
-            m = getattr(m, attr)()
+    m = model.get_base_model() if hasattr(model, "get_base_model") else model
     inner = getattr(m, "model", m)
     fn = getattr(inner, "get_rope_index", None)
     if fn is None:

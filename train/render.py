@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from mmreward.protocol import resolve_images
-from mmreward.rollout import EngineSettings, RolloutEngine, Trajectory, materialize, settings_of
+from mmreward.rollout import EngineSettings, RolloutEngine, Trajectory, materialize, read_trajectories, settings_of
 
 IGNORE = -100
 MASKED, THINK, TOOL_CALL, ANSWER, END = 0, 1, 2, 3, 4
@@ -84,17 +84,16 @@ class Renderer:
 
     def render_messages(self, messages: list[dict[str, Any]], images: list, tools=None, rid: str = "") -> Example:
         """Any chat (images as PIL parts in order), trained on its assistant turns."""
-        traj_id = rid
         n_assistant = sum(m["role"] == "assistant" for m in messages)
         if n_assistant == 0:
-            raise RenderError(f"trajectory {traj_id}: no assistant turn to train on")
+            raise RenderError(f"trajectory {rid}: no assistant turn to train on")
         text = self.processor.apply_chat_template(messages, tools=tools, tokenize=False)
         batch = self.processor(text=[text], images=images or None, return_tensors="pt")
         ids = batch["input_ids"][0]
-        labels, kinds = self.mask(ids, n_assistant, traj_id)
+        labels, kinds = self.mask(ids, n_assistant, rid)
         if self.max_length is not None and len(ids) > self.max_length:
             raise RenderError(
-                f"trajectory {traj_id}: {len(ids)} tokens exceed max_length={self.max_length}; raise max_length or "
+                f"trajectory {rid}: {len(ids)} tokens exceed max_length={self.max_length}; raise max_length or "
                 "lower the pixel budgets (truncating would cut image tokens away from their pixels)"
             )
         mm = batch.get("mm_token_type_ids")
@@ -106,7 +105,7 @@ class Renderer:
             mm_token_type_ids=mm,
             pixel_values=batch.get("pixel_values"),
             image_grid_thw=batch.get("image_grid_thw"),
-            id=traj_id,
+            id=rid,
         )
 
     def mask(self, ids: torch.Tensor, n_assistant: int, tid: str = "") -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,20 +155,8 @@ class Renderer:
 # Datasets
 
 
-def read_trajectory_files(paths: list[str | os.PathLike], only_correct: bool = False) -> list[Trajectory]:
-    out = []
-    for p in paths:
-        with Path(p).open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    d = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise RenderError(f"{p}:{lineno}: invalid JSON ({exc.msg})") from None
-                d = {k: v for k, v in d.items() if k in Trajectory.__dataclass_fields__}
-                out.append(Trajectory.from_dict(d))
-    return out
+def read_trajectory_files(paths: list[str | os.PathLike]) -> list[Trajectory]:
+    return [t for p in paths for t in read_trajectories(p)]
 
 
 class TrajectoryDataset(torch.utils.data.Dataset):
@@ -188,8 +175,6 @@ class TrajectoryDataset(torch.utils.data.Dataset):
             self._cache[i] = self.renderer.render(self.trajectories[i])
         return self._cache[i]
 
-    def lengths(self) -> list[int]:
-        return [len(self[i]) for i in range(len(self))]
 
 
 class SeeDataset(torch.utils.data.Dataset):

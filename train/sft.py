@@ -252,7 +252,10 @@ def build_datasets(
         for i in range(len(see)):
             see[i]
         parts.append(see)
-    train = _Concat(parts)
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        raise ValueError("nothing to train on: every input file was empty")
+    train = torch.utils.data.ConcatDataset(parts)
     stats = {"train_trajectories": n_traj, "see_examples": len(train) - n_traj, "skipped": skipped}
     lengths = [len(train[i]) for i in range(len(train))]
     stats.update(
@@ -262,23 +265,6 @@ def build_datasets(
     )
     eval_ds = build(script.eval_files)[0] if script.eval_files else None
     return train, eval_ds, stats
-
-
-class _Concat(torch.utils.data.Dataset):
-    def __init__(self, parts: list) -> None:
-        self.parts = [p for p in parts if len(p)]
-        if not self.parts:
-            raise ValueError("nothing to train on: every input file was empty")
-
-    def __len__(self) -> int:
-        return sum(len(p) for p in self.parts)
-
-    def __getitem__(self, i: int):
-        for p in self.parts:
-            if i < len(p):
-                return p[i]
-            i -= len(p)
-        raise IndexError(i)
 
 
 def _index_dataset(n: int, split: str):

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_pipelines.sources import Conversion, SourceError, load_rows, make, media_present, register
+from data_pipelines.sources import Conversion, SourceError, load_rows, make, media_present, register, require
 
 
 def _alignment(path: Path, subset: str, root: str | None) -> list:
     out = []
     for n, row in enumerate(load_rows(path)):
-        for k in ("caption", "image0", "image1", "label"):
-            if k not in row:
-                raise SourceError(f"{path}: item {n}: missing {k!r} (an MJ-Bench alignment item)")
+        require(row, ("caption", "image0", "image1", "label"), f"{path}: item {n} (an MJ-Bench alignment item)")
         if row["label"] not in (0, 1):
             raise SourceError(f"{path}: item {n}: label must be 0 or 1, got {row['label']!r}")
         files = [row["image0"], row["image1"]]
@@ -49,9 +47,7 @@ def _quality(path: Path, root: str | None) -> list:
     root = root if root is not None else str(path.parent / "images")
     out = []
     for n, row in enumerate(load_rows(path)):
-        for k in ("caption", "image_0", "image_1", "label_0"):
-            if k not in row:
-                raise SourceError(f"{path}: item {n}: missing {k!r} (an MJ-Bench quality item)")
+        require(row, ("caption", "image_0", "image_1", "label_0"), f"{path}: item {n} (an MJ-Bench quality item)")
         label = float(row["label_0"])
         if label not in (0.0, 0.5, 1.0):
             raise SourceError(f"{path}: item {n}: label_0 must be 0, 0.5 or 1, got {row['label_0']!r}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_pipelines.sources import Conversion, SourceError, literal, load_rows, make, media_present, register
+from data_pipelines.sources import Conversion, SourceError, literal, load_rows, make, media_present, register, require
 
 ASPECTS = ("Alignment", "Safety", "Fineness", "Coherence & Consistency", "Bias")
 
@@ -35,9 +35,11 @@ def convert(path: Path, media_root: str | None = None) -> Conversion:
     root = media_root if media_root is not None else str(path.parent)
     records = []
     for n, row in enumerate(rows):
-        for k in ("caption", "video_0_path", "video_1_path", "overall_preference", "category_preference"):
-            if k not in row:
-                raise SourceError(f"{path}: item {n}: missing {k!r}")
+        require(
+            row,
+            ("caption", "video_0_path", "video_1_path", "overall_preference", "category_preference"),
+            f"{path}: item {n}",
+        )
         rid = f"mjv-{n}"
         cats = literal(row["category_preference"], "category_preference", rid)
         dims, undecided = {}, []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_pipelines.sources import Conversion, SourceError, load_rows, make, media_present, register
+from data_pipelines.sources import Conversion, SourceError, load_rows, make, media_present, register, require
 
 
 def official_category(category: str, item_id: str) -> str:
@@ -32,9 +32,7 @@ def convert(path: Path, media_root: str | None = None) -> Conversion:
         if not rid:
             raise SourceError(f"{path}: item {n} has no 'ID'")
         if "Output1" in row:
-            for k in ("Output1", "Output2", "Better", "Category"):
-                if k not in row:
-                    raise SourceError(f"{path}: item {rid}: missing {k!r}")
+            require(row, ("Output1", "Output2", "Better", "Category"), f"{path}: item {rid}")
             label = 1 if row["Better"] == "Output2" else 0
             category = row["Category"]
             prompt, candidates, only = row.get("Text") or "", [row["Output1"], row["Output2"]], False

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_pipelines.sources import Conversion, SourceError, load_rows, make, media_present, register
+from data_pipelines.sources import Conversion, SourceError, load_rows, make, media_present, register, require
 
 DIMENSIONS = ("VQ", "MQ", "TA")
 LABELS = {"A": 0, "B": 1, "same": None}
@@ -33,9 +33,7 @@ def convert(path: Path, media_root: str | None = None) -> Conversion:
     records = []
     for n, row in enumerate(rows):
         where = f"{path}: row {n + 1}"
-        for k in ("path_A", "path_B", "prompt", *DIMENSIONS):
-            if k not in row:
-                raise SourceError(f"{where}: missing column {k!r}")
+        require(row, ("path_A", "path_B", "prompt", *DIMENSIONS), where)
         files = [str(row["path_A"]).removeprefix("./"), str(row["path_B"]).removeprefix("./")]
         dims = {d: _label(row[d], where) for d in DIMENSIONS}
         has_overall = "Overall" in row and row["Overall"] not in (None, "")
