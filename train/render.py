@@ -176,7 +176,6 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         return self._cache[i]
 
 
-
 class SeeDataset(torch.utils.data.Dataset):
     """ "Learning to see" rows (``data_pipelines.synthetic.see``) as one-turn chats: images and a question from the
     user, the answer from the assistant (the only trained tokens)."""
