@@ -1,14 +1,14 @@
 """Teacher distillation: run a teacher through the judging protocol and keep the trajectories it gets right.
 
 A teacher is any :class:`mmreward.rollout.Generator`: the synthetic world's oracle, or :class:`OpenAITeacher`
-for an OpenAI-compatible chat endpoint (GPT-4o, a vLLM server with a large Qwen-VL). Either way the
+(:class:`mmreward.remote.OpenAIGenerator`) for an OpenAI-compatible chat endpoint (GPT-4o, a vLLM server with
+a large Qwen-VL). Either way the
 :class:`mmreward.rollout.RolloutEngine` drives the conversation: it renders the prompt, runs *our* tools on the
 teacher's tool calls (so API teachers produce tool trajectories too) and parses the verdict.
 
 Robustness:
 
-* Async requests with bounded concurrency, a timeout per request, and retries with exponential backoff on
-  timeouts, connection errors, 429 (honouring ``Retry-After``), 5xx and malformed bodies.
+* The API teacher retries with backoff (see :mod:`mmreward.remote`).
 * An append-only cache (``cache.jsonl``), flushed and fsynced after every few trajectories and keyed by
   (item, presented order, tools, prompt, teacher, sampling): after a crash or ``kill -9`` a re-run skips what is
   done. A half-written last line is ignored.
@@ -22,191 +22,26 @@ Outputs in ``out/``: ``kept.jsonl`` (trajectories, the SFT input), ``rejected.js
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 import os
-import random
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from data_pipelines.labels import check_verdict
 from data_pipelines.records import PreferenceRecord, presented_orders
-from mmreward.media import image_to_data_url
 from mmreward.protocol import system_prompt, user_text
-from mmreward.rollout import (
-    EngineSettings,
-    GenerationOutput,
-    GenerationRequest,
-    Generator,
-    RolloutEngine,
-    Trajectory,
-)
+from mmreward.remote import OpenAIGenerator as OpenAITeacher
+from mmreward.remote import RemoteSettings as TeacherSettings
+from mmreward.rollout import EngineSettings, Generator, RolloutEngine, Trajectory
 
 logger = logging.getLogger(__name__)
 
-STOP = ["</tool_call>", "</answer>"]
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# An OpenAI-compatible teacher
-
-
-class TeacherError(RuntimeError):
-    pass
-
-
-@dataclass
-class TeacherSettings:
-    base_url: str = "http://127.0.0.1:8000/v1"
-    model: str = "teacher"
-    api_key: str | None = None  # None: read OPENAI_API_KEY, else "EMPTY" (vLLM accepts any key)
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_tokens: int = 1024
-    concurrency: int = 8
-    timeout_s: float = 120.0
-    retries: int = 4
-    backoff_s: float = 1.0  # first backoff; doubles each retry (with jitter), capped at max_backoff_s
-    max_backoff_s: float = 30.0
-    image_max_pixels: int = 1024 * 1024  # images are downscaled to this before base64 encoding
-    image_format: str = "PNG"
-
-    def sampling(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
-
-
-def to_openai_messages(request: GenerationRequest, settings: TeacherSettings) -> list[dict[str, Any]]:
-    """Protocol messages -> OpenAI chat messages with base64 data-URL images.
-
-    The protocol's tool calls live in the assistant's text, so tool observations are sent as ``user`` messages
-    beginning with "Tool result:" (the OpenAI ``tool`` role needs structured tool_call ids and takes no images).
-    """
-    out = []
-    for msg in request.messages:
-        parts = []
-        for p in msg["content"] if isinstance(msg["content"], list) else [{"type": "text", "text": msg["content"]}]:
-            if p.get("type") == "text":
-                parts.append({"type": "text", "text": p["text"]})
-            elif p.get("type") == "image":
-                im = p["image"]
-                if im.width * im.height > settings.image_max_pixels:
-                    k = (settings.image_max_pixels / (im.width * im.height)) ** 0.5
-                    im = im.resize((max(1, int(im.width * k)), max(1, int(im.height * k))))
-                url = image_to_data_url(im.convert("RGB"), settings.image_format)
-                parts.append({"type": "image_url", "image_url": {"url": url}})
-        role = msg["role"]
-        if role == "tool":
-            parts.insert(0, {"type": "text", "text": "Tool result:"})
-            role = "user"
-        if role in ("system", "assistant"):
-            text = "".join(p["text"] for p in parts if p["type"] == "text")
-            out.append({"role": role, "content": text})
-        else:
-            out.append({"role": role, "content": parts})
-    return out
-
-
-def close_open_tag(text: str) -> str:
-    """Endpoints drop the stop string: put back ``</tool_call>``/``</answer>`` when the turn opened one."""
-    for tag in ("tool_call", "answer"):
-        if text.rfind(f"<{tag}>") > text.rfind(f"</{tag}>"):
-            return text + f"</{tag}>"
-    return text
-
-
-def _retry_after(headers) -> float | None:
-    value = headers.get("retry-after") if headers is not None else None
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-class OpenAITeacher:
-    """A :class:`Generator` backed by an OpenAI-compatible ``/chat/completions`` endpoint (the ``openai`` client)."""
-
-    def __init__(self, settings: TeacherSettings) -> None:
-        self.settings = settings
-        self.name = f"openai:{settings.base_url}:{settings.model}"
-        self.stats: Counter = Counter()
-        self.sampling = SimpleNamespace(max_new_tokens=settings.max_tokens)  # the engine's per-turn token cap
-
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
-        return asyncio.run(self._generate(requests))
-
-    async def _generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
-        import openai  # noqa: PLC0415
-
-        s = self.settings
-        key = s.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        sem = asyncio.Semaphore(s.concurrency)
-        async with openai.AsyncOpenAI(base_url=s.base_url, api_key=key, max_retries=0, timeout=s.timeout_s) as client:
-
-            async def one(r: GenerationRequest) -> GenerationOutput:
-                async with sem:
-                    return await self._call(client, r)
-
-            return list(await asyncio.gather(*(one(r) for r in requests)))
-
-    async def _call(self, client, r: GenerationRequest) -> GenerationOutput:
-        import openai  # noqa: PLC0415
-
-        s = self.settings
-        messages = to_openai_messages(r, s)
-        last = "no attempt"
-        for attempt in range(s.retries + 1):
-            wait = min(s.max_backoff_s, s.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
-            try:
-                raw = await client.chat.completions.with_raw_response.create(
-                    model=s.model,
-                    messages=messages,
-                    temperature=s.temperature,
-                    top_p=s.top_p,
-                    max_tokens=min(s.max_tokens, r.max_new_tokens) if r.max_new_tokens else s.max_tokens,
-                    stop=STOP,
-                )
-                try:
-                    body = json.loads(raw.http_response.text)
-                    choice = body["choices"][0]
-                    text = choice["message"]["content"]
-                    if not isinstance(text, str):
-                        raise TypeError("message.content is not a string")
-                except (ValueError, KeyError, IndexError, TypeError) as exc:
-                    raise TeacherError(f"malformed response body ({type(exc).__name__}: {exc})") from None
-                usage = body.get("usage") or {}
-                self.stats["ok"] += 1
-                return GenerationOutput(
-                    text=close_open_tag(text),
-                    prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                    completion_tokens=int(usage.get("completion_tokens") or len(text.split())),
-                )
-            except openai.APIStatusError as exc:
-                code = exc.status_code
-                last = f"HTTP {code}"
-                self.stats[last] += 1
-                if code == 429 or code >= 500:
-                    ra = _retry_after(exc.response.headers)
-                    wait = ra if ra is not None else wait
-                else:  # 4xx other than 429: the request itself is wrong; retrying will not help
-                    return GenerationOutput(text="", error=f"{last}: {str(exc)[:200]}")
-            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                last = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection error"
-                self.stats[last] += 1
-            except TeacherError as exc:
-                last = str(exc)
-                self.stats["malformed"] += 1
-            if attempt < s.retries:
-                logger.info("teacher %s for %s (attempt %d); retrying in %.2fs", last, r.key, attempt + 1, wait)
-                await asyncio.sleep(wait)
-        return GenerationOutput(text="", error=f"{last} after {s.retries + 1} attempts")
+__all__ = ["DistillSettings", "OpenAITeacher", "TeacherSettings", "distill", "read_cache"]
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
     mmreward judge --model DIR --prompt TEXT --image A --image B         judge two images
     mmreward judge --model DIR --prompt TEXT --video A --video B         judge two videos
     mmreward judge --model DIR --question Q --answer A1 --answer A2 --image X   judge two answers
+    mmreward serve --model DIR [--port 8000] [--max-batch 16] [--token-file F]   the judge API (OpenAI-compatible)
     mmreward data convert|synth|distill|reject|stats|sources ...         records, the synthetic world, teachers
     mmreward train see|sft|rft --config RECIPE.yaml [overrides]          training stages (train/recipes/)
     mmreward eval run|score|compare|suites ...                           benchmarks, official scoring, reports
@@ -76,6 +77,45 @@ def _add_judge(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the judgment with its trajectory records as JSON")
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a judge over HTTP: /v1/judge, /v1/rewards, OpenAI-compatible /v1/chat/completions",
+        description="Serve the thinking judge for generators' RL loops and any OpenAI client. Concurrent requests "
+        "are batched into one model worker; inputs are held to hard limits; local files and URLs are never read "
+        "for a client unless allowed here. Binds to loopback unless --host says otherwise. Stop with Ctrl-C or "
+        "SIGTERM: in-flight requests finish first.",
+    )
+    p.add_argument("--model", help="local checkpoint folder (needed for the transformers backend)")
+    p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
+    p.add_argument("--vllm-url", help="vllm backend: the vLLM server's OpenAI base URL, e.g. http://127.0.0.1:8001/v1")
+    p.add_argument("--vllm-model", help="vllm backend: the model name vLLM serves")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model-name", default="mmreward-judge", help="the id clients pass as `model`")
+    p.add_argument("--token-file", help="file holding the bearer token (or set MMREWARD_API_TOKEN)")
+    p.add_argument("--token", help="bearer token (visible in `ps`; prefer --token-file or MMREWARD_API_TOKEN)")
+    p.add_argument("--max-batch", type=int, default=16, help="tasks per batched engine call (1 = no batching)")
+    p.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long to gather a batch")
+    p.add_argument("--max-queue", type=int, default=256, help="queued requests before 503 + Retry-After")
+    p.add_argument("--request-timeout", type=float, default=300.0, help="seconds before a request gets 504")
+    p.add_argument("--allow-local-root", action="append", default=[], help="a folder requests may name files in")
+    p.add_argument("--allow-url-host", action="append", default=[], help="a host whose URLs may be fetched")
+    p.add_argument("--allow-private-urls", action="store_true", help="let allowed hosts resolve to private IPs")
+    p.add_argument("--max-body-mb", type=float, default=64.0)
+    p.add_argument("--max-images", type=int, default=16)
+    p.add_argument("--max-image-pixels", type=int, default=16_777_216)
+    p.add_argument("--max-video-seconds", type=float, default=120.0)
+    p.add_argument("--max-new-tokens", type=int, default=256, help="per turn, unless a request asks otherwise")
+    p.add_argument("--max-turns", type=int, default=6)
+    p.add_argument("--max-tool-calls", type=int, default=4)
+    p.add_argument("--overview-frames", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--attn-implementation", default=None, choices=["sdpa", "eager", "flash_attention_2"])
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmreward",
@@ -89,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_init_tiny(sub)
     _add_judge(sub)
+    _add_serve(sub)
     COMMANDS.update(_plugins(sub))
     return parser
 
@@ -206,7 +247,63 @@ def cmd_judge(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict = {"init-tiny": cmd_init_tiny, "judge": cmd_judge}
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os  # noqa: PLC0415
+    from dataclasses import replace  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from mmreward.server import BackendSettings, RequestLimits, ServerSettings, build_judge, serve  # noqa: PLC0415
+
+    token = args.token
+    if args.token_file:
+        token = Path(args.token_file).read_text().strip()
+    token = token or os.environ.get("MMREWARD_API_TOKEN") or None
+    limits = replace(
+        RequestLimits(),
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_images=args.max_images,
+        max_image_pixels=args.max_image_pixels,
+        max_video_seconds=args.max_video_seconds,
+    )
+    settings = ServerSettings(
+        host=args.host,
+        port=args.port,
+        model_name=args.model_name,
+        token=token,
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        max_queue=args.max_queue,
+        request_timeout_s=args.request_timeout,
+        allow_local_roots=args.allow_local_root,
+        allow_url_hosts=args.allow_url_host,
+        allow_private_urls=args.allow_private_urls,
+        limits=limits,
+    )
+    backend = BackendSettings(
+        backend=args.backend,
+        model=args.model,
+        vllm_url=args.vllm_url,
+        vllm_model=args.vllm_model,
+        device=args.device,
+        dtype=args.dtype,
+        attn_implementation=args.attn_implementation,
+        max_new_tokens=args.max_new_tokens,
+        max_turns=args.max_turns,
+        max_tool_calls=args.max_tool_calls,
+        overview_frames=args.overview_frames,
+        engine_batch=max(8, 2 * args.max_batch),
+    )
+    if args.host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        logger.warning("serving on %s without a bearer token: anyone who can reach it can use the model", args.host)
+    judge = build_judge(backend)
+    print(
+        f"serving {args.model or args.vllm_url} as {args.model_name!r} on http://{args.host}:{args.port}", flush=True
+    )
+    serve(judge, settings, log_level=args.log_level)
+    return 0
+
+
+COMMANDS: dict = {"init-tiny": cmd_init_tiny, "judge": cmd_judge, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

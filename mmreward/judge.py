@@ -194,31 +194,41 @@ class Judge:
             raise ValueError(f"score_batch takes pointwise tasks; others: {bad[:5]}")
         return self.judge(tasks, progress)
 
-    def judge(self, tasks: list[JudgeTask], progress: bool = False) -> list[Judgment]:
-        """Judge a batch of tasks; every (task, order, vote) trajectory runs in one batched engine call."""
-        s = self.settings
-        rng = random.Random(s.seed)
+    def judge(
+        self, tasks: list[JudgeTask], progress: bool = False, settings: list[JudgeSettings] | None = None
+    ) -> list[Judgment]:
+        """Judge a batch of tasks; every (task, order, vote) trajectory runs in one batched engine call.
+
+        ``settings`` gives each task its own swap/votes/tools/reward settings (the server batches requests
+        that asked for different ones); by default every task uses the judge's settings.
+        """
+        per_task = settings or [self.settings] * len(tasks)
+        if len(per_task) != len(tasks):
+            raise ValueError("settings must have one entry per task")
+        rng = random.Random(self.settings.seed)
         runs: list[tuple[int, list[int]]] = []
         for i, task in enumerate(tasks):
-            for order in self._orders(task, rng):
-                runs.extend((i, order) for _ in range(s.votes))
+            for order in self._orders(task, per_task[i], rng):
+                runs.extend((i, order) for _ in range(per_task[i].votes))
         keys = [f"{tasks[i].id or f'item-{i}'}#{''.join(map(str, o))}#{k}" for k, (i, o) in enumerate(runs)]
-        trajectories = self.engine.run([tasks[i] for i, _ in runs], [o for _, o in runs], s.tools, keys, progress)
+        tools = [per_task[i].tools for i, _ in runs]
+        trajectories = self.engine.run([tasks[i] for i, _ in runs], [o for _, o in runs], tools, keys, progress)
         grouped: dict[int, list[Trajectory]] = {i: [] for i in range(len(tasks))}
         for (i, _), traj in zip(runs, trajectories):
             grouped[i].append(traj)
-        return [self._aggregate(tasks[i], grouped[i]) for i in range(len(tasks))]
+        return [self._aggregate(tasks[i], grouped[i], per_task[i]) for i in range(len(tasks))]
 
-    def _orders(self, task: JudgeTask, rng: random.Random) -> list[list[int]]:
+    @staticmethod
+    def _orders(task: JudgeTask, s: JudgeSettings, rng: random.Random) -> list[list[int]]:
         if task.kind == "pointwise":
             return [[0]]
-        if self.settings.swap == "both":
+        if s.swap == "both":
             return [[0, 1], [1, 0]]
-        if self.settings.swap == "random":
+        if s.swap == "random":
             return [[0, 1] if rng.random() < 0.5 else [1, 0]]
         return [[0, 1]]
 
-    def _aggregate(self, task: JudgeTask, trajs: list[Trajectory]) -> Judgment:
+    def _aggregate(self, task: JudgeTask, trajs: list[Trajectory], s: JudgeSettings) -> Judgment:
         j = Judgment(task_id=task.id, outcome="failed", trajectories=trajs)
         verdicts = [(t, candidate_verdict(t)) for t in trajs]
         j.failures = [t.parse_failure or t.stop_reason for t, v in verdicts if v is None]
@@ -234,15 +244,16 @@ class Judge:
         else:
             j.vote_counts = dict(Counter(_label(v.winner) for _, v in ok))
             overall, j.agreement = self._decide(ok, lambda v: v.winner)
-            j.outcome, j.preferred = self._outcome(overall)
+            j.outcome, j.preferred = self._outcome(overall, s)
             for d in task.dimensions:
                 label, _ = self._decide(ok, lambda v, d=d: v.dimensions.get(d))
                 j.dimensions[d] = None if label in (None, "tie") else int(label)
-        if self.settings.reward:
+        if s.reward:
             j.reward = self._reward(task, [t for t, _ in ok])
         return j
 
-    def _decide(self, ok: list[tuple[Trajectory, Verdict]], get) -> tuple[str | None, bool | None]:
+    @staticmethod
+    def _decide(ok: list[tuple[Trajectory, Verdict]], get) -> tuple[str | None, bool | None]:
         """Majority per presented order, then agreement across orders. Returns (label or None, agreement)."""
         by_order: dict[tuple[int, ...], list[str]] = {}
         for t, v in ok:
@@ -254,9 +265,10 @@ class Judge:
             return (per_order[0] if agreement else None), agreement
         return per_order[0], agreement
 
-    def _outcome(self, label: str | None) -> tuple[Outcome, int | None]:
+    @staticmethod
+    def _outcome(label: str | None, s: JudgeSettings) -> tuple[Outcome, int | None]:
         if label is None:
-            return ("tie" if self.settings.disagreement == "tie" else "abstain"), None
+            return ("tie" if s.disagreement == "tie" else "abstain"), None
         if label == "tie":
             return "tie", None
         return "prefer", int(label)

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from mmreward.media import MediaError, PixelBudget
+from mmreward.media import DEFAULT_LIMITS, MediaError, MediaLimits, PixelBudget
 from mmreward.protocol import (
     JudgeTask,
     VisualSettings,
@@ -69,6 +69,7 @@ class EngineSettings:
     tools: ToolSettings = field(default_factory=ToolSettings)
     verdict_mode: str = "lenient"  # strict | lenient: how the final answer is read
     max_context_tokens: int | None = None  # stop a trajectory whose prompt would exceed this
+    limits: MediaLimits = DEFAULT_LIMITS  # media size/format limits applied when a task's media is loaded
 
     def __post_init__(self) -> None:
         if self.max_turns < 1 or self.batch_size < 1:
@@ -441,7 +442,13 @@ class RolloutEngine:
         started = time.perf_counter()
         try:
             conv = build_conversation(
-                task, order, tools_on=tools_on, visual=s.visual, tool_settings=s.tools, budget=s.budget
+                task,
+                order,
+                tools_on=tools_on,
+                visual=s.visual,
+                tool_settings=s.tools,
+                budget=s.budget,
+                limits=s.limits,
             )
         except (MediaError, ValueError) as exc:
             traj.stop_reason, traj.error = "input_error", str(exc)
@@ -463,16 +470,18 @@ class RolloutEngine:
         self,
         tasks: list[JudgeTask],
         orders: list[list[int] | None] | None = None,
-        tools_on: bool = True,
+        tools_on: bool | list[bool] = True,
         keys: list[str] | None = None,
         progress: bool = False,
     ) -> list[Trajectory]:
-        """Judge every task; returns one trajectory per task, in input order."""
+        """Judge every task; returns one trajectory per task, in input order. ``tools_on`` is one setting for
+        all tasks or one per task."""
         orders = orders or [None] * len(tasks)
         keys = keys or [t.id or f"item-{i}" for i, t in enumerate(tasks)]
-        if not len(tasks) == len(orders) == len(keys):
-            raise ValueError("tasks, orders and keys must have the same length")
-        states = [self._start(t, o, tools_on, k) for t, o, k in zip(tasks, orders, keys)]
+        tools = [tools_on] * len(tasks) if isinstance(tools_on, bool) else list(tools_on)
+        if not len(tasks) == len(orders) == len(keys) == len(tools):
+            raise ValueError("tasks, orders, keys and tools_on must have the same length")
+        states = [self._start(t, o, on, k) for t, o, on, k in zip(tasks, orders, tools, keys)]
         bar = None
         if progress:
             from tqdm.auto import tqdm  # noqa: PLC0415

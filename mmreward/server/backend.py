@@ -1,0 +1,88 @@
+"""Which engine answers: the local ``transformers`` model, or a vLLM (any OpenAI-compatible) server.
+
+With ``vllm`` the judge server still drives the conversation (prompt rendering, tools, verdict parsing); vLLM
+only generates turns, sending the protocol's ``tool`` messages and tool schemas so that a vLLM instance
+serving an mmreward checkpoint renders them with the checkpoint's own chat template, exactly as in training.
+Several vLLM replicas behind one URL, or tensor parallelism inside vLLM, is how serving scales past one GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from mmreward.judge import Judge, JudgeSettings
+from mmreward.protocol import VisualSettings
+from mmreward.rollout import EngineSettings, RolloutEngine, SamplingSettings
+from mmreward.tools import Budget
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BackendSettings:
+    backend: str = "transformers"  # transformers | vllm
+    model: str | None = None  # local checkpoint folder (transformers; for vllm, read for the vision patch size)
+    vllm_url: str | None = None  # e.g. http://127.0.0.1:8001/v1
+    vllm_model: str | None = None  # the model name vLLM serves
+    vllm_api_key: str | None = None
+    vllm_concurrency: int = 64
+    device: str = "auto"
+    dtype: str = "auto"
+    attn_implementation: str | None = None
+    max_new_tokens: int = 256  # per turn, unless a request asks for fewer/more (within limits)
+    max_turns: int = 6
+    max_tool_calls: int = 4
+    overview_frames: int = 8
+    engine_batch: int = 32  # trajectories per generate call
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("transformers", "vllm"):
+            raise ValueError(f"backend must be 'transformers' or 'vllm', not {self.backend!r}")
+        if self.backend == "transformers" and not self.model:
+            raise ValueError("the transformers backend needs --model (a local checkpoint folder)")
+        if self.backend == "vllm" and not self.vllm_url:
+            raise ValueError("the vllm backend needs --vllm-url (the server's OpenAI base URL, ending in /v1)")
+
+
+def build_judge(b: BackendSettings) -> Judge:
+    engine = EngineSettings(
+        max_turns=b.max_turns,
+        batch_size=b.engine_batch,
+        budget=Budget(max_tool_calls=b.max_tool_calls),
+        visual=VisualSettings(overview_frames=b.overview_frames),
+    )
+    sampling = SamplingSettings(max_new_tokens=b.max_new_tokens)
+    if b.backend == "transformers":
+        from mmreward.modeling import ModelSettings  # noqa: PLC0415
+
+        return Judge.from_pretrained(
+            b.model,
+            JudgeSettings(),
+            engine,
+            sampling,
+            ModelSettings(dtype=b.dtype, device=b.device, attn_implementation=b.attn_implementation),
+        )
+    from mmreward.remote import OpenAIGenerator, RemoteSettings  # noqa: PLC0415
+
+    if b.model and Path(b.model, "preprocessor_config.json").is_file():
+        from transformers import AutoProcessor  # noqa: PLC0415
+
+        from mmreward.modeling import vision_patch_factor  # noqa: PLC0415
+
+        factor = vision_patch_factor(AutoProcessor.from_pretrained(b.model))
+        engine = replace(engine, visual=engine.visual.with_factor(factor), tools=engine.tools.with_factor(factor))
+    generator = OpenAIGenerator(
+        RemoteSettings(
+            base_url=b.vllm_url,
+            model=b.vllm_model or "mmreward-judge",
+            api_key=b.vllm_api_key,
+            temperature=0.0,
+            max_tokens=b.max_new_tokens,
+            concurrency=b.vllm_concurrency,
+            tool_role="tool",
+            send_tools=True,
+        )
+    )
+    return Judge(RolloutEngine(generator, settings=engine), JudgeSettings())

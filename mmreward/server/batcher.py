@@ -1,0 +1,181 @@
+"""Dynamic batching: concurrent requests are gathered into batched multi-turn engine calls.
+
+The model lives in one worker thread. Request handlers put a :class:`Job` (one or more judging tasks) on a
+bounded queue and await an ``asyncio`` future, so the HTTP side never blocks on the model. The worker takes
+the first waiting job, then keeps gathering for up to ``batch_wait_ms`` or until ``max_batch`` tasks, groups
+the jobs by sampling settings (temperature, top-p, tokens per turn: those are per generator call), and runs
+each group as one :meth:`mmreward.judge.Judge.judge` call, in which every trajectory of every request advances
+together, turn by turn.
+
+* A full queue raises :class:`QueueFull` (the handler answers 503 with ``Retry-After``).
+* A job whose client stopped waiting (timeout, disconnect) is skipped, not computed.
+* If a batch raises, each of its jobs is retried alone, so one bad request cannot fail its neighbours.
+* :meth:`Batcher.stop` lets the worker finish what is queued before it exits (graceful shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from mmreward.judge import Judge, JudgeSettings, Judgment
+from mmreward.protocol import JudgeTask
+from mmreward.rollout import SamplingSettings
+
+logger = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    pass
+
+
+@dataclass
+class Job:
+    tasks: list[JudgeTask]
+    settings: list[JudgeSettings]
+    sampling: SamplingSettings
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    enqueued: float = field(default_factory=time.perf_counter)
+    started: float | None = None
+    finished: float | None = None
+    batch_tasks: int = 0  # tasks in the engine call this job ran in
+
+    @property
+    def sampling_key(self) -> tuple:
+        s = self.sampling
+        return (s.temperature, s.top_p, s.max_new_tokens, s.seed)
+
+    def resolve(self, result: Any = None, error: BaseException | None = None) -> None:
+        def _set() -> None:
+            if self.future.done():
+                return
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)
+
+        with contextlib.suppress(RuntimeError):  # the event loop is gone (server stopped): nobody is waiting
+            self.loop.call_soon_threadsafe(_set)
+
+
+def set_sampling(generator: Any, sampling: SamplingSettings) -> None:
+    """Point a generator at per-call sampling settings (local transformers or a remote OpenAI-style server)."""
+    remote = getattr(generator, "settings", None)
+    if remote is not None and hasattr(remote, "temperature") and hasattr(remote, "max_tokens"):
+        generator.settings = replace(
+            remote, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens
+        )
+        generator.sampling.max_new_tokens = sampling.max_new_tokens
+    else:
+        generator.sampling = sampling
+
+
+class Batcher:
+    def __init__(
+        self,
+        judge: Judge,
+        max_batch: int = 16,
+        batch_wait_ms: float = 10.0,
+        max_queue: int = 256,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.judge = judge
+        self.max_batch = max_batch
+        self.batch_wait_s = batch_wait_ms / 1000.0
+        self.queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
+        self.on_batch = on_batch
+        self.in_flight = 0
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    # ---------------------------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="mmreward-judge-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish the queued jobs, then stop the worker."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def depth(self) -> int:
+        return self.queue.qsize()
+
+    async def submit(self, tasks: list[JudgeTask], settings: list[JudgeSettings], sampling: SamplingSettings):
+        """Queue tasks and wait for their judgments. Raises QueueFull at once when the queue is full."""
+        if self._stopping.is_set():
+            raise QueueFull("the server is shutting down")
+        loop = asyncio.get_running_loop()
+        job = Job(tasks, settings, sampling, loop.create_future(), loop)
+        try:
+            self.queue.put_nowait(job)
+        except queue.Full:
+            raise QueueFull(f"queue is full ({self.queue.maxsize} requests waiting)") from None
+        judgments = await job.future
+        return judgments, job
+
+    # ---------------------------------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            try:
+                first = self.queue.get(timeout=0.05)
+            except queue.Empty:
+                if self._stopping.is_set():  # stop only once the queue is drained
+                    return
+                continue
+            jobs = [first]
+            n = len(first.tasks)
+            deadline = time.perf_counter() + self.batch_wait_s
+            while n < self.max_batch:
+                remaining = deadline - time.perf_counter()
+                try:
+                    job = self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                jobs.append(job)
+                n += len(job.tasks)
+            jobs = [j for j in jobs if not j.future.cancelled()]
+            groups: dict[tuple, list[Job]] = {}
+            for j in jobs:
+                groups.setdefault(j.sampling_key, []).append(j)
+            for group in groups.values():
+                self._run(group)
+
+    def _run(self, jobs: list[Job]) -> None:
+        tasks = [t for j in jobs for t in j.tasks]
+        settings = [s for j in jobs for s in j.settings]
+        started = time.perf_counter()
+        self.in_flight = len(jobs)
+        try:
+            set_sampling(self.judge.engine.generator, jobs[0].sampling)
+            judgments = self.judge.judge(tasks, settings=settings)
+        except Exception as exc:
+            if len(jobs) > 1:
+                logger.warning("a batch of %d requests failed (%s); retrying each alone", len(jobs), exc)
+                for j in jobs:
+                    self._run([j])
+                return
+            logger.exception("judging failed")
+            jobs[0].resolve(error=exc)
+            return
+        finally:
+            self.in_flight = 0
+        finished = time.perf_counter()
+        if self.on_batch is not None:
+            self.on_batch(len(tasks), finished - started)
+        k = 0
+        for j in jobs:
+            part: list[Judgment] = judgments[k : k + len(j.tasks)]
+            k += len(j.tasks)
+            j.started, j.finished, j.batch_tasks = started, finished, len(tasks)
+            j.resolve(part)
