@@ -52,10 +52,13 @@ class SamplingSettings:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = 0
+    min_new_tokens: int = 0  # end-of-turn tokens are suppressed before this many (fixed-work benchmarks)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens <= 0:
             raise ValueError("max_new_tokens must be positive")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError("need 0 <= min_new_tokens <= max_new_tokens")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError("need temperature >= 0 and 0 < top_p <= 1")
 
@@ -190,6 +193,8 @@ class TransformersGenerator:
         )
         if s.temperature > 0:
             kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
+        if s.min_new_tokens:
+            kwargs.update(min_new_tokens=min(s.min_new_tokens, kwargs["max_new_tokens"]))
         if self.stop_strings:
             kwargs.update(stop_strings=self.stop_strings, tokenizer=self.tokenizer)
         if s.seed is not None:

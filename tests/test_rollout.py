@@ -168,3 +168,7 @@ def test_real_tiny_model_plumbing(tiny_model, real_image_pair, real_video_pair):
     # Greedy decoding is reproducible.
     again = engine.run(tasks, [[0, 1], [1, 0]])
     assert [t.final_text for t in again] == [t.final_text for t in trajs]
+    # min_new_tokens suppresses end of turn: every first turn is exactly that long (fixed-work benchmarks)
+    gen.sampling = SamplingSettings(max_new_tokens=10, min_new_tokens=10, temperature=1.0, seed=3)
+    fixed = RolloutEngine(gen, settings=EngineSettings(max_turns=1, batch_size=4)).run(tasks)
+    assert [t.completion_tokens for t in fixed] == [10, 10]

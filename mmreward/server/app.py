@@ -246,7 +246,11 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         if o.votes > 1 and o.temperature == 0:
             raise RequestError(400, "invalid_request", "votes > 1 needs temperature > 0 (greedy votes are identical)")
         default = getattr(getattr(judge.engine.generator, "sampling", None), "max_new_tokens", 256)
-        return SamplingSettings(o.max_tokens or default, o.temperature, o.top_p, o.seed if o.seed is not None else 0)
+        max_new = o.max_tokens or default
+        if o.min_tokens > max_new:
+            raise RequestError(400, "invalid_request", f"min_tokens={o.min_tokens} is above max_tokens={max_new}")
+        seed = o.seed if o.seed is not None else 0
+        return SamplingSettings(max_new, o.temperature, o.top_p, seed, min_new_tokens=o.min_tokens)
 
     def judge_settings(o: JudgeOptions, **over) -> JudgeSettings:
         s = dict(swap=o.swap, votes=o.votes, tools=o.tools, reward=o.reward)

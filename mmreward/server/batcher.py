@@ -51,7 +51,7 @@ class Job:
     @property
     def sampling_key(self) -> tuple:
         s = self.sampling
-        return (s.temperature, s.top_p, s.max_new_tokens, s.seed)
+        return (s.temperature, s.top_p, s.max_new_tokens, s.seed, s.min_new_tokens)
 
     def resolve(self, result: Any = None, error: BaseException | None = None) -> None:
         def _set() -> None:

@@ -19,6 +19,7 @@ class JudgeOptions(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1, description="tokens per assistant turn")
+    min_tokens: int = Field(0, ge=0, description="suppress end of turn before this many tokens (as vLLM's)")
     seed: int | None = None
 
 
