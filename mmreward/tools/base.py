@@ -112,6 +112,17 @@ class Tool:
     fn: ToolFn
     description: str
     parameters: dict[str, Any]
+    signature: Callable[..., Any] | None = None  # the typed, documented signature the schema was read from
+
+    @classmethod
+    def from_signature(cls, signature: Callable[..., Any], fn: ToolFn) -> Tool:
+        """A tool whose schema is read from ``signature``'s type hints and Google-style docstring by
+        ``transformers.utils.get_json_schema``: the same reading TRL applies to a GRPO environment's methods, so the
+        schemas the judge is prompted with and the ones GRPO renders are identical by construction."""
+        from transformers.utils import get_json_schema  # noqa: PLC0415
+
+        f = get_json_schema(signature)["function"]
+        return cls(f["name"], fn, f["description"], f["parameters"], signature)
 
     def schema(self) -> dict[str, Any]:
         """OpenAI/Qwen function schema, as passed to ``apply_chat_template(tools=...)``."""

@@ -65,29 +65,15 @@ def crop(ctx: ToolContext, image: str, bbox_2d: list[float]) -> Observation:
     return Observation(ok=True, text=f"{name}: crop of {image} at [{coords}].", images=[(name, region)])
 
 
-CROP = Tool(
-    name="crop",
-    fn=crop,
-    description=(
-        "Zoom into a rectangular region of an image to see small details. Returns the region enlarged as a new "
-        "image that you can refer to (and crop again) by the name given in the answer."
-    ),
-    parameters={
-        "type": "object",
-        "properties": {
-            "image": {
-                "type": "string",
-                "description": "Name of the image to crop: an input image (image_1, ...), a video frame "
-                "(video_1_frame_12) or an earlier observation (obs_1, ...).",
-            },
-            "bbox_2d": {
-                "type": "array",
-                "items": {"type": "number"},
-                "minItems": 4,
-                "maxItems": 4,
-                "description": "[x1, y1, x2, y2] in relative coordinates from 0 to 1000 (top-left to bottom-right).",
-            },
-        },
-        "required": ["image", "bbox_2d"],
-    },
-)
+def crop_signature(image: str, bbox_2d: list[float]):
+    """
+    Zoom into a rectangular region of an image to see small details. Returns the region enlarged as a new image that you can refer to (and crop again) by the name given in the answer.
+
+    Args:
+        image: Name of the image to crop: an input image (image_1, ...), a video frame (video_1_frame_12) or an earlier observation (obs_1, ...).
+        bbox_2d: Four numbers [x1, y1, x2, y2] in relative coordinates from 0 to 1000 (top-left to bottom-right).
+    """
+
+
+crop_signature.__name__ = "crop"
+CROP = Tool.from_signature(crop_signature, crop)

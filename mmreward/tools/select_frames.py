@@ -57,28 +57,16 @@ def select_frames(
     return Observation(ok=True, text="\n".join(lines), images=list(zip(names, images)))
 
 
-SELECT_FRAMES = Tool(
-    name="select_frames",
-    fn=select_frames,
-    description=(
-        "Look closely at chosen frames of a video, at a higher resolution than the overview. Frames are "
-        "addressed by index in the full clip (see the overview captions) or by time in seconds."
-    ),
-    parameters={
-        "type": "object",
-        "properties": {
-            "video": {"type": "string", "description": "Name of the video (video_1, video_2, ...)."},
-            "frames": {
-                "type": "array",
-                "items": {"type": "integer"},
-                "description": "Frame indices into the full clip, at most 4 per call.",
-            },
-            "timestamps": {
-                "type": "array",
-                "items": {"type": "number"},
-                "description": "Alternatively, times in seconds (use either frames or timestamps).",
-            },
-        },
-        "required": ["video"],
-    },
-)
+def select_frames_signature(video: str, frames: list[int] | None = None, timestamps: list[float] | None = None):
+    """
+    Look closely at chosen frames of a video, at a higher resolution than the overview. Frames are addressed by index in the full clip (see the overview captions) or by time in seconds.
+
+    Args:
+        video: Name of the video (video_1, video_2, ...).
+        frames: Frame indices into the full clip, at most 4 per call.
+        timestamps: Alternatively, times in seconds (use either frames or timestamps).
+    """
+
+
+select_frames_signature.__name__ = "select_frames"
+SELECT_FRAMES = Tool.from_signature(select_frames_signature, select_frames)
