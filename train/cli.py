@@ -8,13 +8,14 @@ STAGES = {
     "see": ("stage 0 (embedded default): learning to see on captions and questions", "train.see"),
     "sft": ("stage 1: cold-start SFT on distilled trajectories", "train.sft"),
     "rft": ("stage 2: SFT on rejection-sampled trajectories", "train.rft"),
+    "grpo": ("stage 3: GRPO with multi-turn tool rollouts", "train.grpo"),
 }
 
 
 def register(sub) -> dict:
     p = sub.add_parser(
         "train",
-        help="training stages: sft, rft (YAML recipes in train/recipes/)",
+        help="training stages: see, sft, rft, grpo (YAML recipes in train/recipes/)",
         description="Run a training stage from a YAML recipe (train/recipes/<model>/<stage>.yaml); any recipe field can "
         "be overridden on the command line, e.g. `mmreward train sft --config R.yaml --learning_rate 5e-4`. "
         "For several processes use `accelerate launch --config_file train/accelerate/<cfg>.yaml -m train.<stage> "
@@ -26,9 +27,11 @@ def register(sub) -> dict:
         tsub.add_parser(
             name,
             help=doc,
-            description=f"{doc}. Options are TRL's SFTConfig and ModelConfig fields "
-            "plus mmreward's (train_files, pack, freeze_vision_tower, eval_records, ...); see "
-            "train/sft.py.",
+            description=f"{doc}. Options are TRL's "
+            + ("GRPOConfig" if name == "grpo" else "SFTConfig")
+            + " and ModelConfig fields plus mmreward's; see "
+            + STAGES[name][1].replace(".", "/")
+            + ".py.",
             add_help=False,
         )
     return {"train": run}

@@ -76,7 +76,54 @@ def parse(argv: list[str] | None = None, stage: str = "sft") -> tuple[SFTScriptA
 # The trainer
 
 
-class JudgeSFTTrainer(SFTTrainer):
+class AtomicCheckpoints:
+    """Trainer mixin: checkpoints are written to ``output_dir/.staging/`` and renamed into place when complete, so a
+    ``kill -9`` never leaves a half-written ``checkpoint-N``; full checkpoints reload through ``from_pretrained``."""
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Write the checkpoint under ``output_dir/.staging/`` and rename it into place when complete."""
+        run_dir = self._get_output_dir(trial=trial)
+        staging = os.path.join(run_dir, STAGING)
+        name = f"checkpoint-{self.state.global_step}"
+        self._get_output_dir = lambda trial=None: staging  # noqa: ARG005
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            del self._get_output_dir
+        self.accelerator.wait_for_everyone()
+        if self.is_world_process_zero():
+            final = os.path.join(run_dir, name)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.replace(os.path.join(staging, name), final)
+            fd = os.open(run_dir, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if self.args.save_total_limit:
+                from transformers.trainer_utils import rotate_checkpoints  # noqa: PLC0415
+
+                rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
+        self.accelerator.wait_for_everyone()
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Full checkpoints are reloaded through ``from_pretrained``: transformers 5 saves Qwen-VL weights under
+        their conversion-mapped names, which ``Trainer``'s raw ``load_state_dict`` would silently miss (strict=False),
+        resuming from random weights. Adapters and sharded (FSDP/DeepSpeed) checkpoints keep Trainer's path."""
+        model = model if model is not None else self.model
+        target = self.accelerator.unwrap_model(model)
+        full = (Path(resume_from_checkpoint) / "model.safetensors").is_file() or (
+            Path(resume_from_checkpoint) / "model.safetensors.index.json"
+        ).is_file()
+        if not full or hasattr(target, "peft_config") or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        loaded = type(target).from_pretrained(resume_from_checkpoint, dtype=next(target.parameters()).dtype)
+        missing, unexpected = target.load_state_dict(loaded.state_dict(), strict=True), None
+        del loaded, missing, unexpected
+
+
+class JudgeSFTTrainer(AtomicCheckpoints, SFTTrainer):
     """``SFTTrainer`` plus sub-losses, tokens/s and atomic checkpoints (see the module docstring)."""
 
     def __init__(self, *args, **kwargs) -> None:
@@ -120,48 +167,6 @@ class JudgeSFTTrainer(SFTTrainer):
             logs["tokens_per_second"] = round(float(tokens) / max(now - self._log_clock, 1e-9), 1)
             self._tokens_since_log, self._log_clock = 0, now
         super().log(logs, start_time)
-
-    def _save_checkpoint(self, model, trial) -> None:
-        """Write the checkpoint under ``output_dir/.staging/`` and rename it into place when complete."""
-        run_dir = self._get_output_dir(trial=trial)
-        staging = os.path.join(run_dir, STAGING)
-        name = f"checkpoint-{self.state.global_step}"
-        self._get_output_dir = lambda trial=None: staging  # noqa: ARG005
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            del self._get_output_dir
-        self.accelerator.wait_for_everyone()
-        if self.is_world_process_zero():
-            final = os.path.join(run_dir, name)
-            if os.path.exists(final):
-                shutil.rmtree(final)
-            os.replace(os.path.join(staging, name), final)
-            fd = os.open(run_dir, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if self.args.save_total_limit:
-                from transformers.trainer_utils import rotate_checkpoints  # noqa: PLC0415
-
-                rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
-        self.accelerator.wait_for_everyone()
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        """Full checkpoints are reloaded through ``from_pretrained``: transformers 5 saves Qwen-VL weights under
-        their conversion-mapped names, which ``Trainer``'s raw ``load_state_dict`` would silently miss (strict=False),
-        resuming from random weights. Adapters and sharded (FSDP/DeepSpeed) checkpoints keep Trainer's path."""
-        model = model if model is not None else self.model
-        target = self.accelerator.unwrap_model(model)
-        full = (Path(resume_from_checkpoint) / "model.safetensors").is_file() or (
-            Path(resume_from_checkpoint) / "model.safetensors.index.json"
-        ).is_file()
-        if not full or hasattr(target, "peft_config") or self.is_deepspeed_enabled or self.is_fsdp_enabled:
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        loaded = type(target).from_pretrained(resume_from_checkpoint, dtype=next(target.parameters()).dtype)
-        missing, unexpected = target.load_state_dict(loaded.state_dict(), strict=True), None
-        del loaded, missing, unexpected
 
 
 def last_checkpoint(output_dir: str | os.PathLike) -> str | None:

@@ -1,0 +1,497 @@
+"""Stage 3: GRPO with multi-turn tool rollouts (TRL's ``GRPOTrainer`` with an ``environment_factory``).
+
+    mmreward train grpo --config train/recipes/tiny-cpu/grpo.yaml [--learning_rate 1e-5 ...]
+    accelerate launch --config_file train/accelerate/zero3.yaml -m train.grpo --config train/recipes/qwen2_5_vl_7b/grpo.yaml
+
+Each rollout gets a :class:`JudgeEnvironment` holding its record's media and exposing the protocol's tools
+(``crop``, ``select_frames``) through the same registry, budgets and error observations as the engine. The
+prompt of every row is built by :func:`mmreward.protocol.build_conversation` (overview images and video frames
+sized by the engine's visual settings), the chat template is the checkpoint's (the project's), and the tool
+schemas TRL renders from the environment's methods are the registry's own (both are read from the same
+documented signatures), so what GRPO trains is what the judge runs. ``tests/test_grpo.py`` checks the prompt
+and the post-tool context token for token against the engine.
+
+Known differences with the engine, and their effect:
+
+* The engine ends a turn at ``</tool_call>``/``</answer>``; TRL generates until ``<|im_end|>``. For a model that
+  closes its turn right after the tag (every SFT target does), the tokens are the same; text a model writes
+  after the tag stays in its GRPO context and is penalised by the ``format`` reward.
+* A call with arguments the signature does not name reaches the registry, which refuses it with the engine's
+  message; nothing differs.
+* TRL's loop is append-only: the context keeps every observation (no visual memory window). Recipes keep
+  ``max_tool_calling_iterations`` and ``max_completion_length`` within what inference allows.
+
+On top of TRL (narrow overrides, see :class:`JudgeGRPOTrainer`): StableReinforce's stabilisers (a clamped
+log-ratio before the importance weight is exponentiated; advantages that are not finite or beyond
+``advantage_outlier_sigma`` standard deviations are dropped), the share of dropped advantages logged, atomic
+checkpoints with resume after a kill (as in SFT), accuracy and tool-call rate on ``eval_records`` before and
+after, reward curves in ``curves.png`` and a manifest.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import random
+import shutil
+import sys
+import time
+import typing
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
+
+from data_pipelines.records import PreferenceRecord, presented_orders, read_records
+from mmreward.protocol import build_conversation, image_budget_for, resolve_images
+from mmreward.rollout import EngineSettings
+from mmreward.tools import Budget, Tool, ToolContext, ToolRegistry, default_registry
+from train.rewards import RewardSettings, make_reward_funcs
+from train.sft import STAGING, AtomicCheckpoints, evaluate_checkpoint, git_version, last_checkpoint, load_for_training
+
+logger = logging.getLogger("mmreward.train")
+
+CURVE_KEYS = (
+    "reward",
+    "reward_std",
+    "frac_reward_zero_std",
+    "stable/dropped_advantages",
+    "tools/call_frequency",
+    "tools/failure_frequency",
+    "completions/mean_length",
+    "kl",
+    "loss",
+    "learning_rate",
+    "grad_norm",
+)
+
+
+@dataclass
+class GRPOScriptArguments:
+    """mmreward's own GRPO options (the rest is TRL's ``GRPOConfig`` and ``ModelConfig``)."""
+
+    train_files: list[str] = field(
+        default_factory=list, metadata={"help": "record JSONL files: rejection sampling's grpo_pool.jsonl, or any"}
+    )
+    media_root: str | None = field(default=None, metadata={"help": "media folder (default: each file's folder)"})
+    limit: int | None = field(default=None, metadata={"help": "use at most this many records"})
+    swap: str = field(default="random", metadata={"help": "presented order per record: none | random | both"})
+    world_settings: bool = field(default=False, metadata={"help": "the synthetic world's visual/tool settings"})
+    max_tool_calls: int = 3
+    rewards: list[str] = field(default_factory=lambda: ["accuracy", "format", "tool"])
+    tool_bonus: float = 0.5
+    invalid_penalty: float = 0.1
+    length_target: int = 512
+    log_ratio_clamp: float | None = field(
+        default=10.0, metadata={"help": "StableReinforce: clamp log(pi/pi_old) to +-this before exp (None: off)"}
+    )
+    advantage_outlier_sigma: float | None = field(
+        default=3.0, metadata={"help": "StableReinforce: drop advantages beyond this many std (None: off)"}
+    )
+    eval_records: str | None = field(default=None, metadata={"help": "records to judge before and after"})
+    eval_media_root: str | None = None
+    eval_limit: int | None = 100
+    eval_tools: bool = True
+    eval_before: bool = True
+    stage: str = "grpo"
+
+
+def parse(argv: list[str] | None = None) -> tuple[GRPOScriptArguments, GRPOConfig, ModelConfig]:
+    parser = TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig), prog="mmreward train grpo")
+    return parser.parse_args_and_config(argv)
+
+
+def engine_settings(script: GRPOScriptArguments, max_turns: int) -> EngineSettings:
+    budget = Budget(max_tool_calls=script.max_tool_calls)
+    if script.world_settings:
+        from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
+
+        return EngineSettings(max_turns=max_turns, budget=budget, visual=WORLD_VISUAL, tools=WORLD_TOOLS)
+    return EngineSettings(max_turns=max_turns, budget=budget)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The environment
+
+
+def _tool_method(tool: Tool):
+    """An environment method with the tool's documented signature (TRL renders its schema from it) that hands
+    whatever arguments the model gave to the registry, as the engine does."""
+
+    def method(self, **arguments):
+        return self._call(tool.name, arguments)
+
+    sig = inspect.signature(tool.signature)
+    hints = typing.get_type_hints(tool.signature)
+    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    method.__name__ = method.__qualname__ = tool.name
+    method.__doc__ = tool.signature.__doc__
+    method.__signature__ = sig.replace(parameters=[self_param, *sig.parameters.values()])
+    method.__annotations__ = hints
+    return method
+
+
+def environment_class(
+    settings: EngineSettings, media_root: str | None, tools: list[str], registry: ToolRegistry | None = None
+):
+    """A ``JudgeEnvironment`` class bound to the run's settings and exposing ``tools`` (the engine offers crop for
+    images, crop and select_frames for video); TRL makes one instance per rollout."""
+    registry = registry or default_registry()
+
+    class JudgeEnvironment:
+        """One judging rollout: the record's media, the tool context and budget, and the tool trace."""
+
+        def __init__(self) -> None:
+            self.ctx: ToolContext | None = None
+            self.trace: list[dict[str, Any]] = []
+
+        def reset(self, record: str, order: list[int], media_root: str | None = None, **_) -> None:
+            rec = PreferenceRecord.from_dict(json.loads(record)).resolved(media_root or root)
+            conv = build_conversation(
+                rec.to_task(),
+                list(order),
+                tools_on=True,
+                visual=settings.visual,
+                tool_settings=settings.tools,
+                budget=settings.budget,
+            )
+            self.ctx, self.trace = conv.context, []
+            return None  # the prompt is the dataset row's (built by the same function)
+
+        def _call(self, name: str, arguments: dict[str, Any]) -> list[dict[str, Any]]:
+            if self.ctx is None:
+                raise RuntimeError("reset() was not called")
+            result = registry.call(self.ctx, name, arguments)
+            self.trace.append(result.trace())
+            # The engine's tool message: observation images first, then the text (see protocol.tool_message).
+            parts: list[dict[str, Any]] = []
+            for obs_name, image in result.images:
+                budget = image_budget_for(obs_name, settings.visual)
+                parts.append({"type": "image", "image": budget.fit(image) if budget else image})
+            parts.append({"type": "text", "text": result.text})
+            return parts
+
+    root = media_root
+    for name in tools:
+        setattr(JudgeEnvironment, name, _tool_method(registry.get(name)))
+    JudgeEnvironment.__name__ = JudgeEnvironment.__qualname__ = f"JudgeEnvironment[{'+'.join(tools)}]"
+    return JudgeEnvironment
+
+
+def environments(settings: EngineSettings, media_root: str | None) -> dict[str, type]:
+    """The environments by visual kind (each row names its own in the ``environment`` column)."""
+    return {
+        "image": environment_class(settings, media_root, ["crop"]),
+        "video": environment_class(settings, media_root, ["crop", "select_frames"]),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def trl_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Protocol messages (image references) -> TRL's conversational prompt (``{"type": "image"}`` placeholders)."""
+    out = []
+    for m in messages:
+        content = []
+        for p in m["content"]:
+            content.append({"type": "image"} if p.get("type") == "image" else {"type": "text", "text": p["text"]})
+        out.append({"role": m["role"], "content": content})
+    return out
+
+
+def build_rows(
+    records: list[PreferenceRecord], settings: EngineSettings, media_root: str | None, swap: str, seed: int
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """One row per (record, presented order): the prompt as the engine builds it, its images, the record."""
+    rows, skipped = [], {}
+    for rec in records:
+        if rec.metadata_only:
+            skipped["metadata_only"] = skipped.get("metadata_only", 0) + 1
+            continue
+        resolved = rec.resolved(media_root)
+        for order in presented_orders(rec, swap, seed):
+            try:
+                conv = build_conversation(
+                    resolved.to_task(),
+                    order,
+                    tools_on=True,
+                    visual=settings.visual,
+                    tool_settings=settings.tools,
+                    budget=settings.budget,
+                )
+            except ValueError as exc:  # MediaError is a ValueError: a broken file skips the item, counted
+                key = type(exc).__name__
+                skipped[key] = skipped.get(key, 0) + 1
+                logger.warning("skipping %s: %s", rec.id, exc)
+                continue
+            messages, images = resolve_images(conv.messages, conv.context.images, settings.visual)
+            rows.append(
+                {
+                    "prompt": trl_messages(conv.messages),
+                    "images": images,
+                    "record": json.dumps(rec.to_dict(), ensure_ascii=False),
+                    "order": list(order),
+                    "media_root": str(media_root) if media_root else None,
+                    "id": rec.id,
+                    "environment": resolved.to_task().visual_kind,
+                }
+            )
+    return rows, skipped
+
+
+def to_dataset(rows: list[dict[str, Any]]):
+    """A ``datasets.Dataset`` whose prompt keeps its exact message structure (as JSON, decoded on access)."""
+    from datasets import Dataset  # noqa: PLC0415
+
+    ds = Dataset.from_list([{**r, "prompt": json.dumps(r["prompt"])} for r in rows])
+
+    def decode(batch):
+        batch["prompt"] = [json.loads(p) for p in batch["prompt"]]
+        return batch
+
+    ds.set_transform(decode, output_all_columns=True)
+    return ds
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The trainer
+
+
+class JudgeGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
+    """``GRPOTrainer`` with StableReinforce's stabilisers and atomic checkpoints.
+
+    * Advantage filter (override of ``_generate_and_score_completions``, after TRL has computed the
+      group-normalised advantages): advantages that are not finite, or further than ``advantage_outlier_sigma``
+      standard deviations from the batch mean, are set to 0, so their rollouts contribute no gradient. The share
+      is logged as ``stable/dropped_advantages``.
+    * Log-ratio clamp (override of ``_compute_loss``): TRL computes ``exp(logp - old_logp)`` inside
+      ``_compute_loss`` with no hook in between, so for the duration of that call the per-token log-probabilities
+      are replaced by ``old + clamp(logp - old, -c, c)`` (gradient 0 where clamped, like the PPO clip). It only
+      matters when old log-probs exist (``num_iterations > 1`` or vLLM sampling); on-policy the ratio is 1.
+    """
+
+    def __init__(self, *args, log_ratio_clamp: float | None = None, advantage_sigma: float | None = None, **kw):
+        super().__init__(*args, **kw)
+        self.log_ratio_clamp = log_ratio_clamp
+        self.advantage_sigma = advantage_sigma
+        self.step_times: dict[str, float] = {"generate_and_score": 0.0, "optimise": 0.0}
+
+    def _generate_and_score_completions(self, inputs):
+        start = time.perf_counter()
+        out = super()._generate_and_score_completions(inputs)
+        adv = out.get("advantages")
+        if adv is not None and self.advantage_sigma is not None:
+            out["advantages"], dropped = drop_outlier_advantages(adv, self.advantage_sigma)
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["stable/dropped_advantages"].append(dropped)
+        self.step_times["generate_and_score"] += time.perf_counter() - start
+        return out
+
+    def _compute_loss(self, model, inputs):
+        old = inputs.get("old_per_token_logps")
+        if self.log_ratio_clamp is None or old is None:
+            return super()._compute_loss(model, inputs)
+        with _clamped_logps(self, old, self.log_ratio_clamp):
+            return super()._compute_loss(model, inputs)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        start = time.perf_counter()
+        before = self.step_times["generate_and_score"]
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        spent = time.perf_counter() - start - (self.step_times["generate_and_score"] - before)
+        self.step_times["optimise"] += spent
+        return loss
+
+
+def drop_outlier_advantages(adv: torch.Tensor, sigma: float) -> tuple[torch.Tensor, float]:
+    """Zero advantages that are not finite or beyond ``sigma`` std of the mean; returns (advantages, share)."""
+    finite = torch.isfinite(adv)
+    keep = finite.clone()
+    if int(finite.sum()) > 1:
+        vals = adv[finite]
+        std = vals.std()
+        if float(std) > 0:
+            keep &= (adv - vals.mean()).abs() <= sigma * std
+    cleaned = torch.where(keep, adv, torch.zeros_like(adv))
+    return cleaned, float((~keep).float().mean()) if adv.numel() else 0.0
+
+
+@contextmanager
+def _clamped_logps(trainer: GRPOTrainer, old: torch.Tensor, c: float):
+    original = trainer._get_per_token_logps_and_entropies
+
+    def clamped(*args, **kwargs):
+        logps, entropies, *rest = original(*args, **kwargs)
+        o = old.to(logps.dtype)
+        logps = o + torch.clamp(logps - o, -c, c)
+        return (logps, entropies, *rest)
+
+    trainer._get_per_token_logps_and_entropies = clamped
+    try:
+        yield
+    finally:
+        del trainer._get_per_token_logps_and_entropies
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def suppress_vision_tokens(processor) -> list[int]:
+    tok = processor.tokenizer
+    vision = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
+    return [tok.convert_tokens_to_ids(t) for t in vision if t in tok.get_vocab()]
+
+
+def load_records(script: GRPOScriptArguments) -> tuple[list[PreferenceRecord], str | None]:
+    if not script.train_files:
+        raise ValueError("train_files is empty; point it at a records file (rejection sampling's grpo_pool.jsonl)")
+    missing = [f for f in script.train_files if not Path(f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"record file(s) not found: {missing}")
+    records = [r for f in script.train_files for r in read_records(f)]
+    if script.limit:
+        records = random.Random(0).sample(records, min(script.limit, len(records)))
+    if not records:
+        raise ValueError(f"no records in {script.train_files}; nothing to train on")
+    root = script.media_root or str(Path(script.train_files[0]).parent)
+    return records, root
+
+
+def build_trainer(script: GRPOScriptArguments, cfg: GRPOConfig, model_args: ModelConfig):
+    """The trainer, its dataset and engine settings (also used by tests and the rollout benchmark)."""
+    if cfg.use_cpu and cfg.bf16:
+        raise ValueError("bf16 on CPU is not supported here: set bf16: false with use_cpu: true")
+    if script.swap not in ("none", "random", "both"):
+        raise ValueError(f"swap must be none, random or both, not {script.swap!r}")
+    cfg.remove_unused_columns = False
+    model, processor = load_for_training(model_args, cfg)
+    records, root = load_records(script)
+    max_turns = (cfg.max_tool_calling_iterations or script.max_tool_calls) + 1
+    settings = engine_settings(script, max_turns)
+    rows, skipped = build_rows(records, settings, root, script.swap, cfg.seed)
+    if not rows:
+        raise ValueError(f"no usable records (skipped: {skipped})")
+    generation = dict(cfg.generation_kwargs or {})
+    generation.setdefault("suppress_tokens", suppress_vision_tokens(processor))  # a sampled <|video_pad|> crashes
+    cfg.generation_kwargs = generation
+    reward_settings = RewardSettings(script.tool_bonus, script.invalid_penalty, script.length_target)
+    funcs = make_reward_funcs(script.rewards, processor.tokenizer, reward_settings)
+    if cfg.reward_weights is not None and len(cfg.reward_weights) != len(funcs):
+        raise ValueError(f"reward_weights has {len(cfg.reward_weights)} entries for rewards {script.rewards}")
+    peft_config = None
+    if model_args.use_peft:
+        from mmreward.modeling import LORA_TARGETS  # noqa: PLC0415
+
+        if not model_args.lora_target_modules:
+            model_args.lora_target_modules = LORA_TARGETS
+        peft_config = get_peft_config(model_args)
+    trainer = JudgeGRPOTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=cfg,
+        train_dataset=to_dataset(rows),
+        processing_class=processor,
+        peft_config=peft_config,
+        environment_factory=environments(settings, root),
+        log_ratio_clamp=script.log_ratio_clamp,
+        advantage_sigma=script.advantage_outlier_sigma,
+    )
+    stats = {"records": len(records), "rows": len(rows), "skipped": skipped}
+    return trainer, processor, settings, stats
+
+
+def run(script: GRPOScriptArguments, cfg: GRPOConfig, model_args: ModelConfig) -> dict:
+    started = time.perf_counter()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / STAGING, ignore_errors=True)
+    trainer, processor, settings, stats = build_trainer(script, cfg, model_args)
+    resume = (
+        last_checkpoint(out)
+        if cfg.resume_from_checkpoint in (None, "auto", "True", True)
+        else cfg.resume_from_checkpoint
+    )
+    before = None
+    if script.eval_records and script.eval_before and trainer.is_world_process_zero():
+        before_file = out / "eval_before.json"
+        if before_file.is_file():
+            before = json.loads(before_file.read_text())  # measured before a resumed run started
+        elif not resume:
+            before = evaluate_checkpoint(trainer.model, processor, script)
+            before_file.write_text(json.dumps(before, indent=2))
+        trainer.model.train()
+    if resume:
+        print(f"[grpo] resuming from {resume}", flush=True)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(cfg.output_dir)
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(cfg.output_dir)
+    summary = {
+        "stage": script.stage,
+        "train_loss": round(float(result.training_loss), 5),
+        "global_step": trainer.state.global_step,
+        "resumed_from": resume,
+        "world_size": trainer.accelerator.num_processes,
+        "seconds": round(time.perf_counter() - started, 1),
+        **stats,
+        "step_time_s": {k: round(v, 2) for k, v in trainer.step_times.items()},
+    }
+    if trainer.is_world_process_zero():
+        from train.plots import plot_curves  # noqa: PLC0415
+
+        keys = CURVE_KEYS + tuple(f"rewards/{n}/mean" for n in script.rewards)
+        summary["curves"] = plot_curves(trainer.state.log_history, out / "curves.png", title="grpo", keys=keys)
+        if script.eval_records:
+            summary["eval_before"] = _brief(before)
+            summary["eval_after"] = _brief(evaluate_checkpoint(trainer.model, processor, script))
+        manifest = {
+            "stage": script.stage,
+            "inputs": {"train_files": script.train_files, "model": model_args.model_name_or_path},
+            "config": {
+                "script": asdict(script),
+                "model": asdict(model_args),
+                "trainer": {k: v for k, v in cfg.to_dict().items() if not k.startswith("_")},
+                "engine": {"max_turns": settings.max_turns, "max_tool_calls": settings.budget.max_tool_calls},
+            },
+            "code_version": git_version(),
+            "summary": summary,
+            "log_history": trainer.state.log_history,
+        }
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        print(json.dumps({k: v for k, v in summary.items() if k != "curves"}, default=str), flush=True)
+    return summary
+
+
+def _brief(report: dict | None) -> dict | None:
+    if not report:
+        return None
+    groups = report.get("groups", {})
+    overall = groups.get("all", {})
+    return {
+        "accuracy": report["accuracy"],
+        "items": report["items"],
+        "tool_call_rate": overall.get("tool_call_rate"),
+        "parse_failure_rate": overall.get("parse_failure_rate"),
+        "needs_tool": {k.split("=")[1]: v.get("pass@1") for k, v in groups.items() if k.startswith("needs_tool=")},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os  # noqa: PLC0415
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    script, cfg, model_args = parse(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run(script, cfg, model_args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
