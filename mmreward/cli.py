@@ -7,6 +7,7 @@
     mmreward serve --model DIR [--port 8000] [--max-batch 16] [--token-file F]   the judge API (OpenAI-compatible)
     mmreward data convert|synth|distill|reject|stats|sources ...         records, the synthetic world, teachers
     mmreward train see|sft|rft|grpo --config RECIPE.yaml [overrides]     training stages (train/recipes/)
+    mmreward pipeline --recipe tiny-cpu --out runs/quickstart [--fast]    every stage end to end, with a report
     mmreward eval run|score|compare|suites ...                           benchmarks, official scoring, reports
 
 Run ``mmreward COMMAND --help`` for each command's options.

@@ -34,7 +34,9 @@ def register(sub) -> dict:
             + ".py.",
             add_help=False,
         )
-    return {"train": run}
+    from train.pipeline import register as register_pipeline  # noqa: PLC0415
+
+    return {"train": run, **register_pipeline(sub)}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -61,9 +61,14 @@ class SFTScriptArguments:
     eval_media_root: str | None = None
     eval_limit: int | None = 200
     eval_tools: bool = True
+    eval_max_new_tokens: int = field(default=160, metadata={"help": "tokens per turn when judging eval_records"})
     world_settings: bool = field(
         default=False, metadata={"help": "judge eval_records with the synthetic world's visual/tool settings"}
     )
+    eval_see: str | None = field(
+        default=None, metadata={"help": "held-out learning-to-see JSONL: perception accuracy at the end (stage 0)"}
+    )
+    eval_see_limit: int | None = 300
     stage: str = "sft"
 
 
@@ -370,6 +375,10 @@ def run(script: SFTScriptArguments, cfg: SFTConfig, model_args: ModelConfig) -> 
         summary["curves"] = plot_curves(trainer.state.log_history, out / "curves.png", title=f"{script.stage}")
         if script.eval_records:
             summary["eval"] = evaluate_checkpoint(trainer.model, processor, script)
+        if script.eval_see:
+            from train.see import evaluate_see  # noqa: PLC0415
+
+            summary["perception"] = evaluate_see(trainer.model, processor, script.eval_see, script.eval_see_limit)
         manifest = {
             "stage": script.stage,
             "inputs": {
@@ -404,7 +413,9 @@ def evaluate_checkpoint(model, processor, script: SFTScriptArguments) -> dict:
 
         engine = EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS)
     model.eval()
-    gen = TransformersGenerator(model, processor, SamplingSettings(max_new_tokens=160, temperature=0.0))
+    gen = TransformersGenerator(
+        model, processor, SamplingSettings(max_new_tokens=script.eval_max_new_tokens, temperature=0.0)
+    )
     root = script.eval_media_root or str(Path(script.eval_records).parent)
     report = judge_records(records, gen, engine, media_root=root, tools=script.eval_tools, limit=script.eval_limit)
     return {"accuracy": report["accuracy"], "items": report["items"], "groups": report["groups"]}

@@ -440,3 +440,51 @@ class _Ctx:
 
 
 __all__ = ["OracleTeacher", "evaluate_scene", "format_tool_call"]
+
+
+def world_groups(record) -> list[str]:
+    """The report groups of a synthetic-world record: all, its kind, image vs video, and the needs-tool flag."""
+    w = record.metadata.get("world", {})
+    kind = w.get("kind", record.task)
+    return [
+        "all",
+        f"kind={kind}",
+        "visual=video" if kind == "video" else "visual=image",
+        f"needs_tool={w.get('needs_tool')}",
+    ]
+
+
+def oracle_accuracy(world: str, split: str = "test", seed: int = 0, limit: int | None = None) -> dict:
+    """The oracle's accuracy with tools and from the overview alone (strict verdicts, a random presented order
+    per item), by group (:func:`world_groups`), and its tool calls per item: the ceiling the world allows and
+    what its tools are worth."""
+    import random  # noqa: PLC0415
+    from collections import defaultdict  # noqa: PLC0415
+
+    from data_pipelines.labels import check_verdict  # noqa: PLC0415
+    from data_pipelines.records import read_records  # noqa: PLC0415
+    from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
+    from mmreward.rollout import EngineSettings, RolloutEngine  # noqa: PLC0415
+
+    records = read_records(f"{world}/{split}.jsonl")[:limit]
+    engine = RolloutEngine(
+        OracleTeacher({r.id: r for r in records}, seed=seed),
+        settings=EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS, verdict_mode="strict"),
+    )
+    rng = random.Random(seed)
+    orders = [[0] if r.task == "pointwise" else rng.sample([0, 1], 2) for r in records]
+    tasks = [r.to_task(world) for r in records]
+    report = {}
+    for tools in (True, False):
+        trajs = engine.run(tasks, orders=orders, tools_on=tools, keys=[f"{r.id}|x" for r in records])
+        groups = defaultdict(list)
+        for r, t in zip(records, trajs):
+            ok = check_verdict(r, t).correct
+            for g in world_groups(r):
+                groups[g].append(ok)
+        report["tools" if tools else "overview_only"] = {
+            "accuracy": {k: round(sum(v) / len(v), 4) for k, v in sorted(groups.items())},
+            "n": {k: len(v) for k, v in sorted(groups.items())},
+            "tool_calls_per_item": round(sum(len(t.tool_trace) for t in trajs) / max(1, len(trajs)), 3),
+        }
+    return report

@@ -1,0 +1,49 @@
+"""`mmreward pipeline --fast` end to end: every step's artifact exists, every manifest is complete, the report
+parses, the final checkpoint carries a model card, and a second run skips what is done."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_pipeline_fast_end_to_end(tmp_path):
+    out = tmp_path / "quick"
+    cmd = [sys.executable, "-m", "mmreward.cli", "pipeline", "--recipe", "tiny-cpu", "--fast", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=REPO)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+
+    for f in ("model/config.json", "world/manifest.json", "world/see/val.jsonl", "distill/kept.jsonl",
+              "rejection/report.json", "serve/smoke.json", "eval/oracle.json", "report.md", "report.json",
+              "accuracy.png", "grpo/README.md", "grpo/curves.png"):  # fmt: skip
+        assert (out / f).is_file(), f
+    for stage in ("see", "sft", "rft", "grpo"):
+        m = json.loads((out / stage / "manifest.json").read_text())
+        assert m["stage"] == stage and m["summary"]["global_step"] > 0 and m["code_version"], stage
+        assert (out / stage / "model.safetensors").is_file(), stage
+    assert "perception" in json.loads((out / "see" / "manifest.json").read_text())["summary"]
+    grpo = json.loads((out / "grpo" / "manifest.json").read_text())["summary"]
+    assert grpo["eval_before"] and grpo["eval_after"]
+
+    report = json.loads((out / "report.json").read_text())
+    for stage in ("untrained", "see", "sft", "rft", "grpo"):
+        for split in ("test", "compositional"):
+            for tools in ("on", "off"):
+                assert report["evals"][stage][split][tools]["n"]["all"] > 0, (stage, split, tools)
+    assert {g["goal"].split(" >=")[0] for g in report["goals"]} >= {"test image tasks (tools on)"}
+    assert report["serve"]["requests"] == 2 and report["serve"]["all_answered"]
+    text = (out / "report.md").read_text()
+    assert "| grpo |" in text and "oracle (tools)" in text and "## Goals" in text
+    card = (out / "grpo" / "README.md").read_text()
+    assert "Qwen2_5_VLForConditionalGeneration" in card and "mmreward serve" in card
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("done already") == 10  # every step but the report is skipped

@@ -1,0 +1,377 @@
+"""``mmreward pipeline``: the whole staged pipeline on the embedded default, one command.
+
+    mmreward pipeline --recipe tiny-cpu --out runs/quickstart [--fast] [--force] [--only STEP ...]
+
+Steps (each runs a stage's own command with its own recipe, ``train/recipes/<recipe>/<stage>.yaml``, overridden
+by ``train/recipes/<recipe>/pipeline.yaml``; there is no second implementation of any stage):
+
+ 1. ``model``    build the tiny model (``mmreward init-tiny``)
+ 2. ``world``    the synthetic world: train/val/test/compositional and learning-to-see data (``mmreward data synth``)
+ 3. ``see``      stage 0, learning to see (``mmreward train see``), with perception accuracy on held-out questions;
+                 its checkpoint is cached under ``runs/.cache/stage0/<key>`` and reused by later runs with the same
+                 model, world and stage-0 settings
+ 4. ``distill``  reference trajectories from the oracle teacher (``mmreward data distill --teacher oracle``)
+ 5. ``sft``      cold-start SFT (``mmreward train sft``)
+ 6. ``reject``   rejection sampling from the SFT model (``mmreward data reject``), then ``rft`` (``mmreward train rft``)
+ 7. ``grpo``     GRPO with tools on the GRPO pool (``mmreward train grpo``)
+ 8. ``eval``     every stage's checkpoint on the test and compositional splits, tools on and off
+                 (``mmreward eval run``), plus the oracle with tools and from the overview alone
+ 9. ``serve``    the judge server on the final model, a few requests through the ``openai`` client
+10. ``report``   ``report.md`` with tables and plots, and a model card in the final checkpoint
+
+A step whose output is complete is skipped unless ``--force``; an interrupted run picks up where it stopped
+(training stages resume from their last checkpoint, distillation and rejection sampling from their caches).
+Each step's output goes to ``<out>/logs/<step>.log``; progress bars stream to the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "train" / "recipes"
+STEPS = ["model", "world", "see", "distill", "sft", "reject", "rft", "grpo", "eval", "serve", "report"]
+STAGES = ["untrained", "see", "sft", "rft", "grpo"]  # checkpoints evaluated, in order
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+def load_recipe(name: str, fast: bool) -> dict[str, Any]:
+    path = RECIPES / name / "pipeline.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no pipeline recipe {path}; recipes: {[p.parent.name for p in RECIPES.glob('*/pipeline.yaml')]}"
+        )
+    cfg = yaml.safe_load(path.read_text())
+    fast_over = cfg.pop("fast", {}) or {}
+    if fast:
+        for section, values in fast_over.items():
+            cfg.setdefault(section, {}).update(values)
+    return cfg
+
+
+class Pipeline:
+    def __init__(self, recipe: str, out: str | os.PathLike, fast: bool = False, force: bool = False) -> None:
+        self.recipe = recipe
+        self.cfg = load_recipe(recipe, fast)
+        self.out = Path(out).resolve()
+        self.fast, self.force = fast, force
+        self.logs = self.out / "logs"
+        self.state_file = self.out / "pipeline.json"
+        self.state: dict[str, Any] = json.loads(self.state_file.read_text()) if self.state_file.is_file() else {}
+        self.state.setdefault("steps", {})
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Paths
+
+    def p(self, *parts: str) -> Path:
+        return self.out.joinpath(*parts)
+
+    @property
+    def world(self) -> Path:
+        return self.p("world")
+
+    def checkpoint(self, stage: str) -> Path:
+        return self.p("model") if stage == "untrained" else self.p(stage)
+
+    def stage_recipe(self, stage: str) -> str:
+        return str(RECIPES / self.recipe / f"{stage}.yaml")
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Running
+
+    def run(self, only: list[str] | None = None) -> dict[str, Any]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        steps = [s for s in STEPS if not only or s in only]
+        started = time.perf_counter()
+        for k, step in enumerate(steps, 1):
+            done = getattr(self, f"done_{step}")()
+            label = f"[{k}/{len(steps)}] {step}"
+            if done and not self.force:
+                print(f"{label}: done already (skipped; --force to redo)", flush=True)
+                continue
+            print(f"{label}: {getattr(self, f'step_{step}').__doc__.strip().splitlines()[0]}", flush=True)
+            t0 = time.perf_counter()
+            getattr(self, f"step_{step}")()
+            seconds = round(time.perf_counter() - t0, 1)
+            self.state["steps"][step] = {"seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            self._save_state()
+            print(f"{label}: finished in {seconds:.0f}s", flush=True)
+        total = round(time.perf_counter() - started, 1)
+        self.state["last_run_seconds"] = total
+        self._save_state()
+        print(f"pipeline finished in {total:.0f}s; report: {self.p('report.md')}", flush=True)
+        return self.state
+
+    def _save_state(self) -> None:
+        self.state.update(recipe=self.recipe, fast=self.fast)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        os.replace(tmp, self.state_file)
+
+    def sh(self, step: str, args: list[str]) -> str:
+        """Run ``mmreward ARGS`` (stdout to the step's log; stderr, where progress bars go, to the terminal and the
+        log). Returns stdout; raises StepFailed with the log's tail on failure."""
+        cmd = [sys.executable, "-m", "mmreward.cli", *[str(a) for a in args]]
+        log_path = self.logs / f"{step}.log"
+        env = {**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        with log_path.open("a", encoding="utf-8") as log:
+            log.write(f"\n$ {' '.join(cmd)}\n")
+            log.flush()
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env)
+            out_chunks: list[bytes] = []
+
+            def pump_err() -> None:
+                for chunk in iter(lambda: proc.stderr.read1(4096), b""):
+                    sys.stderr.buffer.write(chunk)
+                    sys.stderr.flush()
+                    log.write(chunk.decode("utf-8", "replace"))
+
+            t = threading.Thread(target=pump_err, daemon=True)
+            t.start()
+            for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+                out_chunks.append(chunk)
+                log.write(chunk.decode("utf-8", "replace"))
+            code = proc.wait()
+            t.join()
+        stdout = b"".join(out_chunks).decode("utf-8", "replace")
+        if code != 0:
+            tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+            raise StepFailed(f"step {step} failed (exit {code}): mmreward {' '.join(map(str, args))}\n{tail}")
+        return stdout
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Steps
+
+    def done_model(self) -> bool:
+        return self.p("model", "config.json").is_file()
+
+    def step_model(self) -> None:
+        """build the tiny model"""
+        shutil.rmtree(self.p("model"), ignore_errors=True)
+        args = ["init-tiny", self.p("model")]
+        for k, v in self.cfg["model"].items():
+            args += [f"--{k.replace('_', '-')}", v]
+        self.sh("model", args)
+
+    def done_world(self) -> bool:
+        return self.p("world", "manifest.json").is_file()
+
+    def step_world(self) -> None:
+        """generate the synthetic world (judging items and learning-to-see data)"""
+        w = self.cfg["world"]
+        args = ["data", "synth", "--out", self.world, "--n", w["n"], "--see", w["see"], "--seed", w["seed"]]
+        args += ["--workers", "2"]
+        if w.get("object_size"):
+            args += ["--object-size", *w["object_size"]]
+        self.sh("world", args)
+
+    def _stage0_key(self) -> str:
+        blob = json.dumps([self.cfg["model"], self.cfg["world"], self.cfg["see"], self.fast], sort_keys=True)
+        recipe = Path(self.stage_recipe("see")).read_text()
+        return hashlib.sha256((blob + recipe).encode()).hexdigest()[:16]
+
+    def done_see(self) -> bool:
+        return self.p("see", "manifest.json").is_file() and self.p("see", "model.safetensors").is_file()
+
+    def step_see(self) -> None:
+        """stage 0: teach the tiny backbone to see (captions and questions about images, crops, frames)"""
+        cache = REPO / "runs" / ".cache" / "stage0" / self._stage0_key()
+        if (cache / "manifest.json").is_file() and not self.force:
+            shutil.rmtree(self.p("see"), ignore_errors=True)
+            shutil.copytree(cache, self.p("see"))
+            print(f"  reused the cached stage-0 checkpoint {cache}", flush=True)
+            return
+        s = self.cfg["see"]
+        self.sh(
+            "see",
+            ["train", "see", "--config", self.stage_recipe("see"),
+             "--model_name_or_path", self.p("model"),
+             "--see_files", self.world / "see" / "train.jsonl",
+             "--eval_see", self.world / "see" / "val.jsonl",
+             "--eval_see_limit", s["eval_see_limit"],
+             "--num_train_epochs", s["num_train_epochs"],
+             "--output_dir", self.p("see"), "--report_to", "tensorboard"],
+        )  # fmt: skip
+        shutil.rmtree(cache, ignore_errors=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(self.p("see"), cache, ignore=shutil.ignore_patterns("checkpoint-*", "runs"))
+
+    def done_distill(self) -> bool:
+        return self.p("distill", "manifest.json").is_file()
+
+    def step_distill(self) -> None:
+        """distill reference trajectories with the oracle teacher"""
+        self.sh(
+            "distill",
+            ["data", "distill", "--records", self.world / "train.jsonl", "--teacher", "oracle",
+             "--out", self.p("distill"), "--swap", self.cfg["distill"]["swap"]],
+        )  # fmt: skip
+
+    def _train(self, stage: str, model: Path, extra: list[Any]) -> None:
+        s = self.cfg[stage]
+        self.sh(
+            stage,
+            ["train", stage, "--config", self.stage_recipe(stage), "--model_name_or_path", model,
+             "--eval_records", self.world / "val.jsonl", "--eval_limit", s["eval_limit"],
+             "--eval_max_new_tokens", s.get("eval_max_new_tokens", 160),
+             "--output_dir", self.p(stage), "--report_to", "tensorboard", *extra],
+        )  # fmt: skip
+
+    def done_sft(self) -> bool:
+        return self.p("sft", "manifest.json").is_file()
+
+    def step_sft(self) -> None:
+        """cold-start SFT on the distilled trajectories"""
+        self._train(
+            "sft",
+            self.p("see"),
+            [
+                "--train_files",
+                self.p("distill", "kept.jsonl"),
+                "--num_train_epochs",
+                self.cfg["sft"]["num_train_epochs"],
+            ],
+        )
+
+    def done_reject(self) -> bool:
+        return self.p("rejection", "report.json").is_file()
+
+    def step_reject(self) -> None:
+        """rejection sampling from the SFT model (K samples per item, tools on)"""
+        r = self.cfg["reject"]
+        self.sh(
+            "reject",
+            ["data", "reject", "--model", self.p("sft"), "--records", self.world / "train.jsonl",
+             "--out", self.p("rejection"), "--k", r["k"], "--limit", r["limit"],
+             "--temperature", r["temperature"], "--max-new-tokens", r["max_new_tokens"], "--world"],
+        )  # fmt: skip
+
+    def done_rft(self) -> bool:
+        return self.p("rft", "manifest.json").is_file()
+
+    def step_rft(self) -> None:
+        """RFT: SFT on the accepted trajectories, mixed with the cold-start data"""
+        files = [f for f in (self.p("rejection", "accepted.jsonl"), self.p("distill", "kept.jsonl")) if _nonempty(f)]
+        self._train(
+            "rft", self.p("sft"), ["--train_files", *files, "--num_train_epochs", self.cfg["rft"]["num_train_epochs"]]
+        )
+
+    def done_grpo(self) -> bool:
+        return self.p("grpo", "manifest.json").is_file()
+
+    def step_grpo(self) -> None:
+        """GRPO with multi-turn tool rollouts on the GRPO pool"""
+        g = self.cfg["grpo"]
+        pool = self.p("rejection", "grpo_pool.jsonl")
+        records = pool if _nonempty(pool) else self.world / "train.jsonl"
+        self._train(
+            "grpo",
+            self.p("rft"),
+            ["--train_files", records, "--media_root", self.world, "--max_steps", g["max_steps"],
+             "--limit", g["limit"], *(["--max_completion_length", g["max_completion_length"]]
+                                      if g.get("max_completion_length") else [])],
+        )  # fmt: skip
+
+    def eval_dir(self, stage: str, split: str, tools: str) -> Path:
+        return self.p("eval", stage, f"{split}-tools_{tools}")
+
+    def done_eval(self) -> bool:
+        return (
+            all(
+                (self.eval_dir(st, sp, t) / "metrics.json").is_file()
+                for st in STAGES
+                for sp in self.cfg["eval"]["splits"]
+                for t in ("on", "off")
+            )
+            and self.p("eval", "oracle.json").is_file()
+        )
+
+    def step_eval(self) -> None:
+        """evaluate every stage's checkpoint on the test and compositional splits, tools on and off"""
+        e = self.cfg["eval"]
+        for stage in STAGES:
+            for split in e["splits"]:
+                for tools in ("on", "off"):
+                    d = self.eval_dir(stage, split, tools)
+                    if (d / "metrics.json").is_file() and not self.force:
+                        continue
+                    print(f"  {stage} on {split}, tools {tools}", flush=True)
+                    self.sh(
+                        "eval",
+                        ["eval", "run", "--suite", f"synthetic_{split}", "--model", self.checkpoint(stage),
+                         "--data", self.world, "--out", d, "--limit", e["limit"], "--tools", tools,
+                         "--max-new-tokens", e["max_new_tokens"]],
+                    )  # fmt: skip
+        from data_pipelines.synthetic.oracle import oracle_accuracy  # noqa: PLC0415
+
+        oracle = {sp: oracle_accuracy(str(self.world), sp, limit=e.get("oracle_limit")) for sp in e["splits"]}
+        (self.p("eval", "oracle.json")).write_text(json.dumps(oracle, indent=2))
+
+    def done_serve(self) -> bool:
+        return self.p("serve", "smoke.json").is_file()
+
+    def step_serve(self) -> None:
+        """smoke check: serve the final model and judge a few test pairs through the openai client"""
+        from train.report import serve_smoke  # noqa: PLC0415
+
+        result = serve_smoke(self.p("grpo"), self.world, self.cfg["serve"]["requests"])
+        self.p("serve").mkdir(exist_ok=True)
+        self.p("serve", "smoke.json").write_text(json.dumps(result, indent=2))
+
+    def done_report(self) -> bool:
+        return False  # cheap: always rewritten from what is on disk
+
+    def step_report(self) -> None:
+        """write report.md, plots and the final model card"""
+        from train.report import write_report  # noqa: PLC0415
+
+        table = write_report(self)
+        print(table, flush=True)
+
+
+def _nonempty(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def register(sub) -> dict:
+    p = sub.add_parser(
+        "pipeline",
+        help="run the whole staged pipeline on the embedded default (tiny model, synthetic world)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--recipe", default="tiny-cpu", help="train/recipes/<recipe>/pipeline.yaml")
+    p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--fast", action="store_true", help="a few-minute smoke version (tiny data, few steps)")
+    p.add_argument("--force", action="store_true", help="redo steps whose output exists")
+    p.add_argument("--only", nargs="+", choices=STEPS, help="run only these steps")
+    return {"pipeline": cmd_pipeline}
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    try:
+        Pipeline(args.recipe, args.out, args.fast, args.force).run(args.only)
+    except StepFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

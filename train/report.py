@@ -1,0 +1,372 @@
+"""The pipeline's report: a summary table (terminal and ``report.md``), plots, the goals check, the model card,
+and the judge-server smoke check. Everything is read from what the stages wrote (manifests, eval predictions);
+nothing here trains or judges except the smoke check."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from data_pipelines.records import read_records
+from data_pipelines.synthetic.oracle import world_groups
+
+GOALS = {  # issue 9: after the pipeline, on the final checkpoint
+    "test image tasks (tools on)": ("test", "on", "visual=image", 0.85),
+    "test video tasks (tools on)": ("test", "on", "visual=video", 0.75),
+    "compositional (tools on)": ("compositional", "on", "all", 0.75),
+}
+NEEDS_TOOL_GAIN = 0.10
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def eval_groups(eval_dir: Path, records: dict[str, Any]) -> dict[str, Any] | None:
+    """Accuracy by world group (all, kind, image/video, needs-tool), tool-call and parse-failure rates."""
+    pred = eval_dir / "predictions.jsonl"
+    if not pred.is_file():
+        return None
+    rows = [json.loads(x) for x in pred.read_text().splitlines() if x.strip()]
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for r in rows:
+        rec = records.get(r["record_id"])
+        if rec is None:
+            continue
+        for g in world_groups(rec):
+            groups[g].append(bool(r["correct"]))
+    n = max(1, len(rows))
+    return {
+        "accuracy": {k: round(sum(v) / len(v), 4) for k, v in sorted(groups.items())},
+        "n": {k: len(v) for k, v in sorted(groups.items())},
+        "tool_call_rate": round(sum(r["tool_calls"] > 0 for r in rows) / n, 4),
+        "parse_failure_rate": round(sum(r["verdict"] is None for r in rows) / n, 4),
+    }
+
+
+def collect(pipe) -> dict[str, Any]:
+    splits = pipe.cfg["eval"]["splits"]
+    records = {
+        sp: {r.id: r for r in read_records(pipe.world / f"{sp}.jsonl")}
+        for sp in splits
+        if (pipe.world / f"{sp}.jsonl").is_file()
+    }
+    evals: dict[str, dict] = {}
+    for stage in ("untrained", "see", "sft", "rft", "grpo"):
+        for sp in splits:
+            for tools in ("on", "off"):
+                g = eval_groups(pipe.eval_dir(stage, sp, tools), records.get(sp, {}))
+                if g is not None:
+                    evals.setdefault(stage, {}).setdefault(sp, {})[tools] = g
+    manifests = {s: _read(pipe.p(s, "manifest.json")) for s in ("see", "sft", "rft", "grpo")}
+    return {
+        "evals": evals,
+        "oracle": _read(pipe.p("eval", "oracle.json")),
+        "perception": (manifests["see"] or {}).get("summary", {}).get("perception"),
+        "summaries": {s: (m or {}).get("summary") for s, m in manifests.items()},
+        "distill": _read(pipe.p("distill", "summary.json")),
+        "rejection": _read(pipe.p("rejection", "report.json")),
+        "serve": _read(pipe.p("serve", "smoke.json")),
+        "steps": pipe.state.get("steps", {}),
+    }
+
+
+def _acc(evals, stage, split, tools, group="all"):
+    return evals.get(stage, {}).get(split, {}).get(tools, {}).get("accuracy", {}).get(group)
+
+
+def _f(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def goals(data: dict[str, Any]) -> list[dict[str, Any]]:
+    ev = data["evals"]
+    out = []
+    for name, (split, tools, group, target) in GOALS.items():
+        got = _acc(ev, "grpo", split, tools, group)
+        out.append({"goal": f"{name} >= {target}", "value": got, "met": got is not None and got >= target})
+    on, off = _acc(ev, "grpo", "test", "on", "needs_tool=True"), _acc(ev, "grpo", "test", "off", "needs_tool=True")
+    gain = None if on is None or off is None else round(on - off, 4)
+    out.append(
+        {
+            "goal": f"needs-tool items: tools on - tools off >= {NEEDS_TOOL_GAIN}",
+            "value": gain,
+            "met": gain is not None and gain >= NEEDS_TOOL_GAIN,
+        }
+    )
+    return out
+
+
+def summary_table(data: dict[str, Any], splits: list[str]) -> str:
+    ev = data["evals"]
+    head = ["stage"] + [f"{sp} {g}" for sp in splits for g in ("all", "image", "video")]
+    head += ["needs-tool on", "needs-tool off", "tool calls", "parse fail"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for stage in ("untrained", "see", "sft", "rft", "grpo"):
+        if stage not in ev:
+            continue
+        cells = [stage]
+        for sp in splits:
+            for g in ("all", "visual=image", "visual=video"):
+                cells.append(_f(_acc(ev, stage, sp, "on", g)))
+        cells += [
+            _f(_acc(ev, stage, "test", "on", "needs_tool=True")),
+            _f(_acc(ev, stage, "test", "off", "needs_tool=True")),
+        ]
+        t = ev[stage].get("test", {}).get("on", {})
+        cells += [_f(t.get("tool_call_rate")), _f(t.get("parse_failure_rate"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    o = data.get("oracle") or {}
+    for name, key in (("oracle (tools)", "tools"), ("oracle (overview only)", "overview_only")):
+        if not o:
+            break
+        cells = [name]
+        for sp in splits:
+            acc = (o.get(sp) or {}).get(key, {}).get("accuracy", {})
+            cells += [_f(acc.get("all")), _f(acc.get("visual=image")), _f(acc.get("visual=video"))]
+        acc = (o.get("test") or {}).get(key, {}).get("accuracy", {})
+        cells += [
+            _f(acc.get("needs_tool=True")),
+            "-",
+            _f((o.get("test") or {}).get(key, {}).get("tool_calls_per_item")),
+            "-",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plots(data: dict[str, Any], out: Path, splits: list[str]) -> list[str]:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    ev = data["evals"]
+    stages = [s for s in ("untrained", "see", "sft", "rft", "grpo") if s in ev]
+    if not stages:
+        return []
+    paths = []
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    width = 0.8 / max(1, 2 * len(splits))
+    k = 0
+    for sp in splits:
+        for tools in ("on", "off"):
+            vals = [_acc(ev, s, sp, tools) or 0 for s in stages]
+            axes[0].bar([i + k * width for i in range(len(stages))], vals, width, label=f"{sp}, tools {tools}")
+            k += 1
+    axes[0].set_xticks([i + 0.4 - width / 2 for i in range(len(stages))], stages)
+    axes[0].set_title("accuracy per stage and split")
+    axes[0].set_ylim(0, 1)
+    axes[0].legend(fontsize=7)
+    for group, label in (("needs_tool=True", "needs-tool"), ("needs_tool=False", "no tool needed")):
+        axes[1].plot(stages, [_acc(ev, s, "test", "on", group) or 0 for s in stages], marker="o", label=f"{label}, on")
+        axes[1].plot(
+            stages,
+            [_acc(ev, s, "test", "off", group) or 0 for s in stages],
+            marker="x",
+            ls="--",
+            label=f"{label}, off",
+        )
+    axes[1].set_title("test: tools on vs off")
+    axes[1].set_ylim(0, 1)
+    axes[1].legend(fontsize=7)
+    axes[2].plot(
+        stages,
+        [ev[s].get("test", {}).get("on", {}).get("tool_call_rate", 0) for s in stages],
+        marker="o",
+        label="tool-call rate",
+    )
+    axes[2].plot(
+        stages,
+        [ev[s].get("test", {}).get("on", {}).get("parse_failure_rate", 0) for s in stages],
+        marker="x",
+        label="parse failures",
+    )
+    axes[2].set_title("test (tools on): tool calls and parse failures")
+    axes[2].set_ylim(0, 1)
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "accuracy.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    paths.append(str(path))
+    return paths
+
+
+def model_card(pipe, data: dict[str, Any], table: str) -> str:
+    s = data["summaries"]
+    return f"""---
+library_name: transformers
+tags: [mmreward, reward-model, vision-language, judge, tool-use]
+---
+# mmreward tiny judge (synthetic world)
+
+A thinking multimodal reward model trained by `mmreward pipeline --recipe {pipe.recipe}` on the embedded synthetic
+world. It is a toy: a Qwen2.5-VL-architecture model with about a million parameters, trained from random weights on
+2 CPU cores. It exists to show that every stage of mmreward runs and what each does; it judges only the synthetic
+world's shapes and clips.
+
+## Base architecture
+`Qwen2_5_VLForConditionalGeneration` built by `mmreward init-tiny` with sizes {json.dumps(pipe.cfg["model"])},
+a tokenizer trained on the project's vocabulary and a tool-calling chat template.
+
+## Protocol and answer format
+Each assistant turn is `<think>...</think>` then one `<tool_call>{{"name": ..., "arguments": {{...}}}}</tool_call>`
+(`crop(image, bbox_2d)` with 0-1000 relative coordinates, `select_frames(video, frames|timestamps)`) or an
+`<answer>` (`Image 1 is better`, `Video 2 is better`, `Answer 1 is better`, `Tie`, `Score: 7`, or one
+`<Dimension>: ...` line per dimension and `Overall: ...`). Videos travel as an overview of frames. Visual settings
+of the synthetic world: overview images at most 112x112, 4 overview frames (`data_pipelines.synthetic.generate.WORLD_VISUAL`).
+
+## Stages and their data
+| stage | data | result |
+|---|---|---|
+| 0 learning to see | {pipe.cfg["world"]["see"]} captions/questions on images, crops, frames | perception {_f((data.get("perception") or {}).get("accuracy"))} (exact match, held out) |
+| 1 cold-start SFT | oracle-distilled trajectories ({(data.get("distill") or {}).get("kept", "-")} kept) | val {_f(((s.get("sft") or {}).get("eval") or {}).get("accuracy"))} |
+| 2 rejection sampling + RFT | K={pipe.cfg["reject"]["k"]} samples on {pipe.cfg["reject"]["limit"]} items | val {_f(((s.get("rft") or {}).get("eval") or {}).get("accuracy"))} |
+| 3 GRPO with tools | the GRPO pool, {pipe.cfg["grpo"]["max_steps"]} steps | val {_f(((s.get("grpo") or {}).get("eval_after") or {}).get("accuracy"))} |
+
+## Evaluation (synthetic test and compositional splits; tools on unless noted)
+{table}
+
+## Use
+```bash
+mmreward judge --model {pipe.p("grpo")} --prompt "a red circle" --image a.png --image b.png --swap both
+mmreward serve --model {pipe.p("grpo")} --port 8000     # /v1/judge, /v1/rewards, OpenAI-compatible chat
+```
+```python
+from mmreward.judge import Judge
+judge = Judge.from_pretrained("{pipe.p("grpo")}")
+print(judge.compare("a red circle", ["a.png", "b.png"]).outcome)
+```
+"""
+
+
+def write_report(pipe) -> str:
+    splits = pipe.cfg["eval"]["splits"]
+    data = collect(pipe)
+    table = summary_table(data, splits)
+    plot_paths = plots(data, pipe.out, splits)
+    checks = goals(data)
+    lines = [
+        f"# mmreward pipeline report ({pipe.recipe}{', fast' if pipe.fast else ''})",
+        "",
+        f"Written {time.strftime('%Y-%m-%d %H:%M:%S')} from `{pipe.out}`.",
+        "",
+        "## Held-out judging accuracy per stage",
+        "",
+        table,
+        "",
+        "![accuracy](accuracy.png)" if plot_paths else "",
+        "",
+        "## Goals (final checkpoint)",
+        "",
+        "| goal | value | met |",
+        "|---|---|---|",
+        *[f"| {c['goal']} | {_f(c['value'])} | {'yes' if c['met'] else 'no'} |" for c in checks],
+        "",
+        "## Stage 0: perception (held-out captions and questions, exact match)",
+        "",
+    ]
+    perception = data.get("perception") or {}
+    for k, v in (perception.get("groups") or {}).items():
+        lines.append(f"- {k}: {v['accuracy']:.3f} (n={v['n']})")
+    lines += ["", "## Training", ""]
+    for stage in ("see", "sft", "rft", "grpo"):
+        s = data["summaries"].get(stage)
+        if not s:
+            continue
+        brief = {
+            k: s.get(k) for k in ("global_step", "train_loss", "seconds", "train_trajectories", "see_examples", "rows")
+        }
+        lines.append(f"- **{stage}**: {json.dumps({k: v for k, v in brief.items() if v is not None})}")
+        if (pipe.p(stage, "curves.png")).is_file():
+            lines.append(f"  ![{stage} curves]({stage}/curves.png)")
+    g = data["summaries"].get("grpo") or {}
+    if g.get("eval_before") or g.get("eval_after"):
+        lines += [
+            "",
+            f"GRPO on val: before {json.dumps(g.get('eval_before'))}",
+            f"after {json.dumps(g.get('eval_after'))}",
+        ]
+    rej = data.get("rejection") or {}
+    if rej:
+        overall = (rej.get("groups") or {}).get("all", {})
+        lines += [
+            "",
+            f"Rejection sampling: {json.dumps({k: overall.get(k) for k in ('items', 'pass@1', 'pass@k', 'tool_call_rate', 'parse_failure_rate')})}",
+        ]
+    serve = data.get("serve") or {}
+    if serve:
+        lines += ["", "## Judge server smoke check", "", f"```json\n{json.dumps(serve, indent=2)[:2000]}\n```"]
+    lines += ["", "## Time per step (seconds)", ""]
+    for step, info in data["steps"].items():
+        lines.append(f"- {step}: {info.get('seconds')}")
+    (pipe.out / "report.md").write_text("\n".join(lines) + "\n")
+    (pipe.out / "report.json").write_text(json.dumps({**data, "goals": checks}, indent=2, default=str))
+    final = pipe.p("grpo")
+    if final.is_dir():
+        (final / "README.md").write_text(model_card(pipe, data, table))
+    return (
+        table + "\n\n" + "\n".join(f"{'met ' if c['met'] else 'MISS'} {c['goal']}: {_f(c['value'])}" for c in checks)
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def serve_smoke(model_dir: Path, world: Path, n_requests: int) -> dict[str, Any]:
+    """Start the judge server on ``model_dir`` (the world's visual settings), send ``n_requests`` test image
+    pairs through the ``openai`` client and one ``/v1/rewards`` group, stop it."""
+    import openai  # noqa: PLC0415
+
+    from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
+    from mmreward.client import JudgeClient, encode_media  # noqa: PLC0415
+    from mmreward.server import BackendSettings, BackgroundServer, ServerSettings, build_judge  # noqa: PLC0415
+
+    judge = build_judge(BackendSettings(model=str(model_dir), max_new_tokens=160, max_turns=4, max_tool_calls=2))
+    s = judge.engine.settings
+    s.visual, s.tools = WORLD_VISUAL.with_factor(s.visual.image_budget.factor), WORLD_TOOLS
+    pairs = [r for r in read_records(world / "test.jsonl") if r.task == "pairwise" and r.modality == "image"]
+    results = []
+    started = time.perf_counter()
+    with BackgroundServer(judge, ServerSettings(port=0)) as srv:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="local", max_retries=0, timeout=300)
+        for r in pairs[:n_requests]:
+            t0 = time.perf_counter()
+            content = [{"type": "text", "text": r.prompt}] + [
+                {"type": "image_url", "image_url": {"url": encode_media(world / c)}} for c in r.candidates
+            ]
+            out = client.chat.completions.create(
+                model="mmreward-judge", messages=[{"role": "user", "content": content}]
+            )
+            verdict = out.model_extra["mmreward"]
+            results.append(
+                {
+                    "record": r.id,
+                    "label_preferred": r.preferred,
+                    "preferred": verdict["preferred"],
+                    "outcome": verdict["outcome"],
+                    "latency_s": round(time.perf_counter() - t0, 3),
+                    "answer": out.choices[0].message.content[-200:],
+                }
+            )
+        with JudgeClient(srv.url) as jc:
+            group = jc.rewards(pairs[0].prompt, [world / c for c in pairs[0].candidates], mode="pairwise_winrate")
+        health = jc_health(srv.url)
+    return {
+        "requests": len(results),
+        "all_answered": all(x["outcome"] for x in results),
+        "seconds": round(time.perf_counter() - started, 2),
+        "chat_completions": results,
+        "rewards_pairwise_winrate": {"rewards": group["rewards"], "failures": group["failures"]},
+        "health": health,
+    }
+
+
+def jc_health(url: str) -> dict[str, Any]:
+    import httpx  # noqa: PLC0415
+
+    return httpx.get(url + "/health", timeout=10).json()
