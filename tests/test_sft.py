@@ -20,7 +20,9 @@ from mmreward.rollout import EngineSettings
 from train.sft import STAGING, last_checkpoint, parse
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted(p for p in (REPO / "train" / "recipes").glob("*/*.yaml") if p.name != "grpo.yaml")
+RECIPES = sorted(
+    p for p in (REPO / "train" / "recipes").glob("*/*.yaml") if p.name not in ("grpo.yaml", "pipeline.yaml")
+)
 
 
 @pytest.fixture(scope="module")
