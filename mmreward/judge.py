@@ -295,7 +295,7 @@ def verdict_reward(generator: Any, traj: Trajectory, task: JudgeTask, engine: Ro
     if start < 0:
         return None
     history = traj.messages[:-1]
-    messages, images = resolve_images(history, traj.context.images, engine.settings.visual)
+    messages, images = resolve_images(engine.context_messages(history), traj.context.images, engine.settings.visual)
     tools = engine.tool_schemas(task, traj.tools_on)
     if task.kind == "pointwise":
         m = re.search(r"Score:", final[start:])

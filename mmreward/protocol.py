@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
@@ -120,17 +120,48 @@ def _serializable_source(source: Any) -> Any:
 
 @dataclass(frozen=True)
 class VisualSettings:
-    """How media is shown. Overviews are deliberately coarse; tools show details (DESIGN.md section 5)."""
+    """How media is shown. Overviews are deliberately coarse; tools show details (DESIGN.md section 5).
+
+    Video overviews adapt to the clip (in the spirit of qwen-vl-utils' frame and pixel rules): with
+    ``overview_fps`` set, a clip gets ``duration * overview_fps`` frames, clamped to
+    ``[min_overview_frames, overview_frames]``; with ``max_video_tokens`` set, the frames of one video's overview
+    share that many visual tokens (the per-frame pixel budget shrinks as frames are added, never below
+    ``frame_budget.min_pixels``, and the frame count drops if even that does not fit). So a long clip costs what
+    a short one does, and the overview never silently outgrows the context.
+    """
 
     image_budget: PixelBudget = PixelBudget(min_pixels=56 * 56, max_pixels=448 * 448)
     overview_frames: int = 8
     frame_budget: PixelBudget = PixelBudget(min_pixels=56 * 56, max_pixels=224 * 224)
+    overview_fps: float | None = None
+    min_overview_frames: int = 4
+    max_video_tokens: int | None = None
 
     def with_factor(self, factor: int) -> VisualSettings:
         """The same budgets for a vision tower with another patch*merge factor (32 for Qwen3-VL)."""
-        return VisualSettings(
-            self.image_budget.with_factor(factor), self.overview_frames, self.frame_budget.with_factor(factor)
+        return replace(
+            self,
+            image_budget=self.image_budget.with_factor(factor),
+            frame_budget=self.frame_budget.with_factor(factor),
         )
+
+    def overview_count(self, num_frames: int, fps: float) -> int:
+        """Overview frames for a clip of ``num_frames`` at ``fps``."""
+        n = self.overview_frames
+        if self.overview_fps is not None and fps > 0:
+            n = min(self.overview_frames, max(self.min_overview_frames, round(num_frames / fps * self.overview_fps)))
+        if self.max_video_tokens is not None:
+            f2 = self.frame_budget.factor**2
+            n = min(n, max(1, self.max_video_tokens * f2 // self.frame_budget.min_pixels))
+        return max(1, min(n, num_frames))
+
+    def overview_frame_budget(self, n_frames: int) -> PixelBudget:
+        """The pixel budget of each frame of an ``n_frames`` overview."""
+        b = self.frame_budget
+        if self.max_video_tokens is None or n_frames <= 0:
+            return b
+        per_frame = self.max_video_tokens * b.factor**2 // n_frames
+        return PixelBudget(b.min_pixels, max(b.min_pixels, min(b.max_pixels, per_frame)), b.factor)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -243,7 +274,7 @@ def build_conversation(
         else:
             clip = open_video(source, limits)
             ctx.videos[name] = clip
-            indices = sample_frame_indices(clip.num_frames, visual.overview_frames)
+            indices = sample_frame_indices(clip.num_frames, visual.overview_count(clip.num_frames, clip.fps))
             parts: list[dict[str, Any]] = [
                 {
                     "type": "text",
@@ -288,11 +319,45 @@ def _merge_text(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def image_budget_for(ref: str, visual: VisualSettings) -> PixelBudget | None:
-    """The overview budget for input images and video frames; observations were sized by their tool."""
+def image_budget_for(ref: str, visual: VisualSettings, images: dict[str, Any] | None = None) -> PixelBudget | None:
+    """The overview budget for input images and video frames; observations were sized by their tool. A video
+    frame's budget depends on how many overview frames its video has (``images`` holds them)."""
     if ref.startswith("obs_"):
         return None
-    return visual.frame_budget if "_frame_" in ref else visual.image_budget
+    if "_frame_" not in ref:
+        return visual.image_budget
+    if visual.max_video_tokens is None or images is None:
+        return visual.frame_budget
+    video = ref.split("_frame_")[0] + "_frame_"
+    return visual.overview_frame_budget(sum(1 for name in images if name.startswith(video)))
+
+
+def windowed(messages: list[dict[str, Any]], window: int | None) -> list[dict[str, Any]]:
+    """The conversation as the model sees it under a visual memory window of ``window`` tool rounds: the images
+    of older tool observations leave the context, each replaced by a short text stub (the observation's own text,
+    which says what was seen, stays). ``None`` keeps everything. The record itself is never changed."""
+    if window is None:
+        return messages
+    with_images = [
+        i
+        for i, m in enumerate(messages)
+        if m["role"] == "tool"
+        and isinstance(m["content"], list)
+        and any(p.get("type") == "image" for p in m["content"])
+    ]
+    evict = set(with_images[: max(0, len(with_images) - window)])
+    if not evict:
+        return messages
+    out = []
+    for i, m in enumerate(messages):
+        if i in evict:
+            content = [
+                {"type": "text", "text": f"[{p['ref']} dropped from view]"} if p.get("type") == "image" else p
+                for p in m["content"]
+            ]
+            m = {**m, "content": content}
+        out.append(m)
+    return out
 
 
 def resolve_images(
@@ -308,7 +373,7 @@ def resolve_images(
                 if part.get("type") == "image" and "ref" in part:
                     ref = part["ref"]
                     image = images[ref]
-                    budget = image_budget_for(ref, visual)
+                    budget = image_budget_for(ref, visual, images)
                     image = budget.fit(image) if budget is not None else image
                     ordered.append(image)
                     new_content.append({"type": "image", "image": image})

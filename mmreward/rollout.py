@@ -35,6 +35,7 @@ from mmreward.protocol import (
     parse_turn,
     resolve_images,
     tool_message,
+    windowed,
 )
 from mmreward.tools import Budget, ToolContext, ToolRegistry, ToolSettings, default_registry
 from mmreward.verdict import ParseFailure, Verdict, parse_verdict
@@ -73,12 +74,17 @@ class EngineSettings:
     verdict_mode: str = "lenient"  # strict | lenient: how the final answer is read
     max_context_tokens: int | None = None  # stop a trajectory whose prompt would exceed this
     limits: MediaLimits = DEFAULT_LIMITS  # media size/format limits applied when a task's media is loaded
+    # Visual memory window: tool observations older than this many rounds leave the context as text stubs, so
+    # the visual tokens in context stay bounded by the overview plus `visual_window` observations. None: off.
+    visual_window: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_turns < 1 or self.batch_size < 1:
             raise ValueError("max_turns and batch_size must be at least 1")
         if self.verdict_mode not in ("strict", "lenient"):
             raise ValueError("verdict_mode must be 'strict' or 'lenient'")
+        if self.visual_window is not None and self.visual_window < 0:
+            raise ValueError("visual_window must be >= 0 (or None for no window)")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -358,15 +364,18 @@ def settings_of(traj: Trajectory) -> EngineSettings:
     visual, tools = VisualSettings(), ToolSettings()
     if "visual" in s:
         v = s["visual"]
+        extra = {k: v[k] for k in ("overview_fps", "min_overview_frames", "max_video_tokens") if k in v}
         visual = VisualSettings(
-            PixelBudget(**v["image_budget"]), v["overview_frames"], PixelBudget(**v["frame_budget"])
+            PixelBudget(**v["image_budget"]), v["overview_frames"], PixelBudget(**v["frame_budget"]), **extra
         )
     if "tools" in s:
         t = dict(s["tools"])
         t["crop_budget"] = PixelBudget(**t["crop_budget"])
         t["frame_budget"] = PixelBudget(**t["frame_budget"])
         tools = ToolSettings(**t)
-    return EngineSettings(max_turns=s.get("max_turns", 6), visual=visual, tools=tools)
+    return EngineSettings(
+        max_turns=s.get("max_turns", 6), visual=visual, tools=tools, visual_window=s.get("visual_window")
+    )
 
 
 def materialize(
@@ -442,6 +451,7 @@ class RolloutEngine:
                 "overview_frames": s.visual.overview_frames,
                 "visual": visual_to_dict(s.visual),
                 "tools": tools_to_dict(s.tools),
+                "visual_window": s.visual_window,
             },
         )
         started = time.perf_counter()
@@ -462,6 +472,10 @@ class RolloutEngine:
         traj.messages = conv.messages
         traj.context = conv.context
         return _State(traj, conv.context, task.answer_spec, self.tool_schemas(task, tools_on), started)
+
+    def context_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What the model is shown of a conversation: the record under the visual memory window."""
+        return windowed(messages, self.settings.visual_window)
 
     def tool_schemas(self, task: JudgeTask, tools_on: bool) -> list[dict[str, Any]] | None:
         """The tools offered for a task: crop always, select_frames when there is video."""
@@ -522,9 +536,10 @@ class RolloutEngine:
             if remaining is not None and remaining <= 0:
                 self._finish(st, "max_tokens", parse_failure=f"token budget ({s.budget.max_tokens}) used up")
                 continue
-            messages, images = resolve_images(t.messages, st.ctx.images, s.visual)
+            context = self.context_messages(t.messages)
+            messages, images = resolve_images(context, st.ctx.images, s.visual)
             max_new = self._max_new_tokens(remaining)
-            names = image_refs(t.messages)
+            names = image_refs(context)
             requests.append(GenerationRequest(t.id, t.num_turns, messages, images, st.tools, max_new, names))
             ready.append(st)
         if not requests:

@@ -113,3 +113,34 @@ def test_turn_text_equals_chat_template_tool_call_rendering(tiny_model):
     assert processor.apply_chat_template(raw, tokenize=False) == processor.apply_chat_template(
         structured, tokenize=False
     )
+
+
+def test_video_overview_adapts_to_clip_length_within_a_token_budget(tmp_path):
+    """With overview_fps and max_video_tokens, longer clips get more overview frames up to the cap, and one
+    video's overview never takes more than its token budget, whatever the clip length."""
+    import numpy as np
+
+    from mmreward.media import PixelBudget, save_video
+    from mmreward.protocol import VisualSettings, resolve_images
+
+    visual = VisualSettings(
+        overview_frames=16,
+        frame_budget=PixelBudget(56 * 56, 224 * 224),
+        overview_fps=1.0,
+        min_overview_frames=4,
+        max_video_tokens=128,
+    )
+    counts, tokens = {}, {}
+    for n in (16, 64, 256):
+        path = tmp_path / f"clip{n}.mp4"
+        frames = [np.full((96, 128, 3), (i * 7) % 255, dtype=np.uint8) for i in range(n)]
+        save_video(frames, path, fps=8)
+        task = JudgeTask("a clip", [str(path), str(path)], modality="video")
+        conv = build_conversation(task, visual=visual)
+        _, images = resolve_images(conv.messages, conv.context.images, visual)
+        per_video = len(images) // 2
+        counts[n] = per_video
+        tokens[n] = sum(visual.frame_budget.tokens(im) for im in images[:per_video])
+        assert tokens[n] <= 128, (n, tokens[n])
+    assert counts == {16: 4, 64: 8, 256: 16}  # duration x 1 fps, clamped to [4, 16]
+    assert visual.overview_count(10_000, 8.0) == 16 and VisualSettings().overview_count(3, 8.0) == 3

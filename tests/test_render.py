@@ -6,6 +6,7 @@ import torch
 
 from mmreward.protocol import JudgeTask, format_turn
 from mmreward.rollout import EngineSettings, RolloutEngine, ScriptedGenerator, TransformersGenerator
+from mmreward.tools import Budget
 from train.collate import PackedCollator, PaddedCollator, rope_function
 from train.render import ANSWER, END, IGNORE, THINK, TOOL_CALL, Renderer
 
@@ -136,3 +137,47 @@ def test_engine_settings_travel_with_the_trajectory(trajectories, tiny_model):
     assert settings_of(t).visual == visual
     ex = Renderer(tiny_model[1]).render(t)
     assert ex.image_grid_thw.tolist() == [[1, 8, 8], [1, 8, 8]]  # 112x112 under patch 14
+
+
+def crop_turn(box):
+    return format_turn("look closer", tool=("crop", {"image": "image_1", "bbox_2d": box}))
+
+
+@pytest.mark.parametrize("window", [0, 1, 2])
+def test_visual_window_training_context_is_the_engines_context(tiny_model, real_image_pair, window):
+    """Under a visual memory window, every assistant turn is trained in exactly the context the engine gave the
+    model for that turn (evicted observation images replaced by stubs), token for token; a trajectory with
+    evictions becomes several segments, each turn trained once."""
+    model, processor = tiny_model
+    task = JudgeTask("a room", [str(p) for p in real_image_pair], id="w")
+    boxes = [[0, 0, 500, 500], [500, 0, 1000, 500], [0, 500, 500, 1000]]
+    script = {"w": [crop_turn(b) for b in boxes] + [format_turn("done", answer="Image 1 is better")]}
+    gen = ScriptedGenerator(script)
+    settings = EngineSettings(visual_window=window, budget=Budget(max_tool_calls=4))
+    (t,) = RolloutEngine(gen, settings=settings).run([task])
+    assert t.stop_reason == "answer" and t.settings["visual_window"] == window
+    n_images = [len(r.images) for r in gen.requests]
+    assert max(n_images) <= 2 + window  # the two inputs plus at most `window` observations, however many calls
+
+    renderer = Renderer(processor)
+    segments = renderer.segments(t)
+    views = renderer.segment_views(t)
+    assert sum(n for _, n in views) == 4  # every turn trained exactly once
+    assert sum(int((ex.labels != IGNORE).any()) for ex in segments) == len(segments)
+    tools = RolloutEngine(None, settings=settings).tool_schemas(task, True)
+    tg = TransformersGenerator(model, processor)
+    turn = 0
+    for (_view, n_train), ex in zip(views, segments):
+        ids = ex.input_ids.tolist()
+        for _ in range(n_train):
+            request = gen.requests[turn]
+            prompt = tg.render(request.messages, tools)
+            prompt_ids = list(processor(text=[prompt], images=request.images or None)["input_ids"][0])
+            assert ids[: len(prompt_ids)] == prompt_ids, f"turn {turn}: training context differs from the engine's"
+            start = len(prompt_ids)
+            assert (ex.labels[start : start + 3] != IGNORE).all()  # this turn's tokens are trained here
+            turn += 1
+    assert turn == 4
+    # W=0: observations are never shown, the view only grows: one segment. W=1: each new crop evicts the last
+    # one (turns 3 and 4 start new segments). W=2: the third crop evicts the first once.
+    assert len(segments) == {0: 1, 1: 3, 2: 2}[window]

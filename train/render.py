@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from mmreward.protocol import resolve_images
+from mmreward.protocol import resolve_images, windowed
 from mmreward.rollout import EngineSettings, RolloutEngine, Trajectory, materialize, read_trajectories, settings_of
 
 IGNORE = -100
@@ -79,18 +79,58 @@ class Renderer:
         return self.processor.apply_chat_template(messages, tools=tools, tokenize=False)
 
     def render(self, traj: Trajectory) -> Example:
-        messages, images, tools = self.conversation(traj)
-        return self.render_messages(messages, images, tools, traj.id)
+        """The whole trajectory as one example (what the model saw, when no visual memory window evicted)."""
+        segments = self.segments(traj)
+        if len(segments) != 1:
+            raise RenderError(
+                f"trajectory {traj.id}: its visual window makes {len(segments)} segments; use segments()"
+            )
+        return segments[0]
 
-    def render_messages(self, messages: list[dict[str, Any]], images: list, tools=None, rid: str = "") -> Example:
-        """Any chat (images as PIL parts in order), trained on its assistant turns."""
+    def segment_views(self, traj: Trajectory) -> list[tuple[list[dict[str, Any]], int]]:
+        """(messages as the model saw them, number of trailing assistant turns to train) per training segment.
+
+        Without a visual memory window (or when it never evicted) this is the whole trajectory. Otherwise each
+        assistant turn is trained in the context the engine gave it (:func:`mmreward.protocol.windowed` of the
+        conversation so far); consecutive turns share a segment as long as no observation left the view between
+        them, so a trajectory with evictions becomes a few segments."""
+        window = (self.settings or settings_of(traj)).visual_window
+        msgs = traj.messages
+        turns = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+        if not turns:
+            raise RenderError(f"trajectory {traj.id}: no assistant turn to train on")
+        views: list[tuple[list[dict[str, Any]], int]] = []
+        for i in turns:
+            view = windowed(msgs[:i], window) + [msgs[i]]
+            if views and view[: len(views[-1][0])] == views[-1][0]:
+                views[-1] = (view, views[-1][1] + 1)
+            else:
+                views.append((view, 1))
+        return views
+
+    def segments(self, traj: Trajectory) -> list[Example]:
+        settings = self.settings or settings_of(traj)
+        ctx = materialize(traj, settings=settings)
+        tools = RolloutEngine(None, settings=settings).tool_schemas(traj.judge_task, traj.tools_on)
+        out = []
+        views = self.segment_views(traj)
+        for k, (view, n_train) in enumerate(views):
+            messages, images = resolve_images(view, ctx.images, settings.visual)
+            rid = traj.id if len(views) == 1 else f"{traj.id}#seg{k}"
+            out.append(self.render_messages(messages, images, tools, rid, train_last=n_train))
+        return out
+
+    def render_messages(
+        self, messages: list[dict[str, Any]], images: list, tools=None, rid: str = "", train_last: int | None = None
+    ) -> Example:
+        """Any chat (images as PIL parts in order), trained on its assistant turns (the last ``train_last``)."""
         n_assistant = sum(m["role"] == "assistant" for m in messages)
         if n_assistant == 0:
             raise RenderError(f"trajectory {rid}: no assistant turn to train on")
         text = self.processor.apply_chat_template(messages, tools=tools, tokenize=False)
         batch = self.processor(text=[text], images=images or None, return_tensors="pt")
         ids = batch["input_ids"][0]
-        labels, kinds = self.mask(ids, n_assistant, rid)
+        labels, kinds = self.mask(ids, n_assistant, rid, train_last)
         if self.max_length is not None and len(ids) > self.max_length:
             raise RenderError(
                 f"trajectory {rid}: {len(ids)} tokens exceed max_length={self.max_length}; raise max_length or "
@@ -108,8 +148,11 @@ class Renderer:
             id=rid,
         )
 
-    def mask(self, ids: torch.Tensor, n_assistant: int, tid: str = "") -> tuple[torch.Tensor, torch.Tensor]:
-        """Labels and kinds: assistant spans run from after ``<|im_start|>assistant\\n`` through ``<|im_end|>``."""
+    def mask(
+        self, ids: torch.Tensor, n_assistant: int, tid: str = "", train_last: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labels and kinds: assistant spans run from after ``<|im_start|>assistant\\n`` through ``<|im_end|>``;
+        with ``train_last``, only the last that many spans are trained (earlier ones are context)."""
         seq = ids.tolist()
         labels = torch.full_like(ids, IGNORE)
         kinds = torch.zeros_like(ids)
@@ -131,7 +174,7 @@ class Renderer:
             raise RenderError(
                 f"trajectory {tid}: found {len(spans)} assistant spans for {n_assistant} assistant turns"
             )
-        for start, end in spans:
+        for start, end in spans[-train_last:] if train_last else spans:
             labels[start:end] = ids[start:end]
             kinds[start:end] = torch.tensor(self._kinds(seq[start : end - 1]) + [END])
         return labels, kinds
@@ -160,20 +203,39 @@ def read_trajectory_files(paths: list[str | os.PathLike]) -> list[Trajectory]:
 
 
 class TrajectoryDataset(torch.utils.data.Dataset):
-    """Trajectories rendered on first access and cached (processing one takes a few milliseconds)."""
+    """Training examples of trajectories: one per trajectory, or one per segment where a visual memory window
+    evicted observations (see :meth:`Renderer.segment_views`). Rendered on first access and cached (a few
+    milliseconds each); with ``skip_bad`` everything is rendered now and trajectories that cannot be rendered
+    are skipped and counted in ``skipped`` (with the reason logged by the caller)."""
 
-    def __init__(self, trajectories: list[Trajectory], renderer: Renderer) -> None:
-        self.trajectories = trajectories
+    def __init__(self, trajectories: list[Trajectory], renderer: Renderer, skip_bad: bool = False) -> None:
         self.renderer = renderer
-        self._cache: dict[int, Example] = {}
+        self.skipped: list[str] = []
+        self._cache: dict[int, list[Example]] = {}
+        good = []
+        for t in trajectories:
+            if skip_bad:
+                try:
+                    self._cache[len(good)] = renderer.segments(t)
+                except RenderError as exc:
+                    self.skipped.append(str(exc))
+                    continue
+            good.append(t)
+        self.trajectories = good
+        self.index = [
+            (i, k)
+            for i, t in enumerate(good)
+            for k in range(len(self._cache[i]) if i in self._cache else len(renderer.segment_views(t)))
+        ]
 
     def __len__(self) -> int:
-        return len(self.trajectories)
+        return len(self.index)
 
     def __getitem__(self, i: int) -> Example:
-        if i not in self._cache:
-            self._cache[i] = self.renderer.render(self.trajectories[i])
-        return self._cache[i]
+        t, k = self.index[i]
+        if t not in self._cache:
+            self._cache[t] = self.renderer.segments(self.trajectories[t])
+        return self._cache[t][k]
 
 
 class SeeDataset(torch.utils.data.Dataset):

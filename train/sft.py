@@ -36,7 +36,7 @@ import torch
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from train.collate import PackedCollator, PaddedCollator, rope_function
-from train.render import KIND_NAMES, Renderer, RenderError, SeeDataset, TrajectoryDataset, read_trajectory_files
+from train.render import KIND_NAMES, Renderer, SeeDataset, TrajectoryDataset, read_trajectory_files
 
 logger = logging.getLogger("mmreward.train")
 STAGING = ".staging"
@@ -239,24 +239,19 @@ def build_datasets(
 
     def build(files: list[str]) -> tuple[TrajectoryDataset, int]:
         trajs = read_trajectory_files(files)
-        ds = TrajectoryDataset(trajs, renderer)
-        good, skipped = [], 0
-        for i, t in enumerate(trajs):
-            try:
-                ds[i]  # render now: bad data fails here, not in the middle of training
-                good.append(t)
-            except RenderError as exc:
-                logger.warning("skipping %s", exc)
-                skipped += 1
-        if trajs and not good:
+        ds = TrajectoryDataset(trajs, renderer, skip_bad=True)  # bad data fails here, not mid-training
+        for reason in ds.skipped:
+            logger.warning("skipping %s", reason)
+        if trajs and not ds.trajectories:
             raise ValueError(f"no trajectory in {files} could be rendered for training")
-        return TrajectoryDataset(good, renderer), skipped
+        return ds, len(ds.skipped)
 
     parts, skipped = [], 0
     if script.train_files:
         traj_ds, skipped = build(script.train_files)
         parts.append(traj_ds)
-    n_traj = len(parts[0]) if parts else 0
+    n_traj = len(parts[0].trajectories) if parts else 0
+    n_segments = len(parts[0]) if parts else 0
     for f in script.see_files:
         see = SeeDataset(f, renderer)
         for i in range(len(see)):
@@ -266,7 +261,12 @@ def build_datasets(
     if not parts:
         raise ValueError("nothing to train on: every input file was empty")
     train = torch.utils.data.ConcatDataset(parts)
-    stats = {"train_trajectories": n_traj, "see_examples": len(train) - n_traj, "skipped": skipped}
+    stats = {
+        "train_trajectories": n_traj,
+        "train_segments": n_segments,
+        "see_examples": len(train) - n_segments,
+        "skipped": skipped,
+    }
     lengths = [len(train[i]) for i in range(len(train))]
     stats.update(
         tokens=sum(lengths),

@@ -332,8 +332,12 @@ class OracleTeacher:
             m = re.fullmatch(r"(video_\d+)_frame_(\d+)", name)
             if m:
                 frames[m.group(1)][int(m.group(2))] = im
+        checked: dict[str, set[int]] = {v: set() for v in info}
         for obs, video, index in _FRAME_OBS.findall(c.tool_text):
-            frames[video][int(index)] = c.images[obs]
+            if obs in c.images:
+                frames[video][int(index)] = c.images[obs]
+            else:  # a visual memory window dropped it; had it shown a glitch, the verdict would have come then
+                checked[video].add(int(index))
         canvas = world.get("canvas", 160)
         found = {v: _glitches(movers, fr, canvas) for v, fr in frames.items()}
         bad = [v for v, g in found.items() if g]
@@ -349,7 +353,7 @@ class OracleTeacher:
             )
         if c.tools_on and c.calls_left > 0 and not bad:
             for v in info:
-                unseen = [i for i in range(info[v]) if i not in frames[v]]
+                unseen = [i for i in range(info[v]) if i not in frames[v] and i not in checked[v]]
                 if not unseen:
                     # Every frame of this video checked and clean: it is the better one.
                     other = next(x for x in info if x != v)
