@@ -326,6 +326,10 @@ def test_stage_zero_learning_to_see(tiny_model_dir, tmp_path):
                 str(tiny_model_dir),
                 "--see_files",
                 str(tmp_path / "see" / "train.jsonl"),
+                "--eval_see",
+                str(tmp_path / "see" / "val.jsonl"),
+                "--eval_see_limit",
+                "6",
                 "--output_dir",
                 str(out),
                 "--max_steps",
@@ -338,3 +342,5 @@ def test_stage_zero_learning_to_see(tiny_model_dir, tmp_path):
     )
     summary = json.loads((out / "manifest.json").read_text())["summary"]
     assert summary["see_examples"] == 12 and summary["train_trajectories"] == 0 and summary["stage"] == "see"
+    perception = summary["perception"]  # held-out exact-match accuracy, by view and level
+    assert perception["items"] == 6 and 0.0 <= perception["accuracy"] <= 1.0 and "all" in perception["groups"]
