@@ -51,7 +51,15 @@ from mmreward.protocol import build_conversation, image_budget_for, resolve_imag
 from mmreward.rollout import EngineSettings
 from mmreward.tools import Budget, Tool, ToolContext, ToolRegistry, default_registry
 from train.rewards import RewardSettings, make_reward_funcs
-from train.sft import STAGING, AtomicCheckpoints, evaluate_checkpoint, git_version, last_checkpoint, load_for_training
+from train.sft import (
+    STAGING,
+    AtomicCheckpoints,
+    evaluate_checkpoint,
+    git_version,
+    load_for_training,
+    resume_point,
+    train_and_save,
+)
 
 logger = logging.getLogger("mmreward.train")
 
@@ -414,11 +422,7 @@ def run(script: GRPOScriptArguments, cfg: GRPOConfig, model_args: ModelConfig) -
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / STAGING, ignore_errors=True)
     trainer, processor, settings, stats = build_trainer(script, cfg, model_args)
-    resume = (
-        last_checkpoint(out)
-        if cfg.resume_from_checkpoint in (None, "auto", "True", True)
-        else cfg.resume_from_checkpoint
-    )
+    resume = resume_point(cfg)
     before = None
     if script.eval_records and script.eval_before and trainer.is_world_process_zero():
         before_file = out / "eval_before.json"
@@ -428,22 +432,8 @@ def run(script: GRPOScriptArguments, cfg: GRPOConfig, model_args: ModelConfig) -
             before = evaluate_checkpoint(trainer.model, processor, script)
             before_file.write_text(json.dumps(before, indent=2))
         trainer.model.train()
-    if resume:
-        print(f"[grpo] resuming from {resume}", flush=True)
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(cfg.output_dir)
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(cfg.output_dir)
-    summary = {
-        "stage": script.stage,
-        "train_loss": round(float(result.training_loss), 5),
-        "global_step": trainer.state.global_step,
-        "resumed_from": resume,
-        "world_size": trainer.accelerator.num_processes,
-        "seconds": round(time.perf_counter() - started, 1),
-        **stats,
-        "step_time_s": {k: round(v, 2) for k, v in trainer.step_times.items()},
-    }
+    summary = train_and_save(trainer, processor, cfg, script.stage, resume, started, stats)
+    summary["step_time_s"] = {k: round(v, 2) for k, v in trainer.step_times.items()}
     if trainer.is_world_process_zero():
         from train.plots import plot_curves  # noqa: PLC0415
 

@@ -294,6 +294,33 @@ class _Lookup:
         return self.collator([self.datasets[r["split"]][int(r["idx"])] for r in rows])
 
 
+def resume_point(cfg) -> str | None:
+    """The checkpoint to resume from: the newest complete one in ``output_dir`` unless the config names one."""
+    if cfg.resume_from_checkpoint in (None, "auto", "True", True):
+        return last_checkpoint(cfg.output_dir)
+    return cfg.resume_from_checkpoint
+
+
+def train_and_save(trainer, processor, cfg, stage: str, resume: str | None, started: float, extra: dict) -> dict:
+    """Train (resuming if asked), save the model and processor in ``output_dir``, and return the run summary."""
+    if resume:
+        logger.warning("resuming from %s", resume)
+        print(f"[{stage}] resuming from {resume}", flush=True)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(cfg.output_dir)
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(cfg.output_dir)
+    return {
+        "stage": stage,
+        "train_loss": round(float(result.training_loss), 5),
+        "global_step": trainer.state.global_step,
+        "resumed_from": resume,
+        "world_size": trainer.accelerator.num_processes,
+        "seconds": round(time.perf_counter() - started, 1),
+        **extra,
+    }
+
+
 def git_version() -> str:
     try:
         return (
@@ -347,28 +374,8 @@ def run(script: SFTScriptArguments, cfg: SFTConfig, model_args: ModelConfig) -> 
         processing_class=processor,
         peft_config=peft_config,
     )
-    resume = (
-        last_checkpoint(out)
-        if cfg.resume_from_checkpoint in (None, "auto", "True", True)
-        else cfg.resume_from_checkpoint
-    )
-    if resume:
-        logger.warning("resuming from %s", resume)
-        print(f"[{script.stage}] resuming from {resume}", flush=True)
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(cfg.output_dir)
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(cfg.output_dir)
-    summary = {
-        "stage": script.stage,
-        "train_loss": round(float(result.training_loss), 5),
-        "global_step": trainer.state.global_step,
-        "resumed_from": resume,
-        "world_size": trainer.accelerator.num_processes,
-        "seconds": round(time.perf_counter() - started, 1),
-        **stats,
-        **frozen,
-    }
+    resume = resume_point(cfg)
+    summary = train_and_save(trainer, processor, cfg, script.stage, resume, started, {**stats, **frozen})
     if trainer.is_world_process_zero():
         from train.plots import plot_curves  # noqa: PLC0415
 
