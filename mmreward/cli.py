@@ -71,7 +71,9 @@ def _add_judge(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overview-frames", type=int, default=8)
+    p.add_argument(
+        "--overview-frames", type=int, default=None, help="default: the checkpoint's recorded settings, else 8"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--attn-implementation", default=None, choices=["sdpa", "eager", "flash_attention_2"])
@@ -110,7 +112,9 @@ def _add_serve(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=256, help="per turn, unless a request asks otherwise")
     p.add_argument("--max-turns", type=int, default=6)
     p.add_argument("--max-tool-calls", type=int, default=4)
-    p.add_argument("--overview-frames", type=int, default=8)
+    p.add_argument(
+        "--overview-frames", type=int, default=None, help="default: the checkpoint's recorded settings, else 8"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--attn-implementation", default=None, choices=["sdpa", "eager", "flash_attention_2"])
@@ -197,23 +201,30 @@ def _task_from_args(args: argparse.Namespace):
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
+    from dataclasses import replace  # noqa: PLC0415
+
     from mmreward.judge import Judge, JudgeSettings  # noqa: PLC0415
     from mmreward.modeling import ModelSettings  # noqa: PLC0415
-    from mmreward.protocol import VisualSettings  # noqa: PLC0415
-    from mmreward.rollout import EngineSettings, SamplingSettings  # noqa: PLC0415
+    from mmreward.rollout import EngineSettings, SamplingSettings, load_judge_settings  # noqa: PLC0415
 
     task = _task_from_args(args)
     from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
     hf_logging.disable_progress_bar()
     start = time.perf_counter()
+    recorded = load_judge_settings(args.model) or EngineSettings()  # what the checkpoint was trained with
+    visual = recorded.visual
+    if args.overview_frames is not None:
+        visual = replace(visual, overview_frames=args.overview_frames)
     judge = Judge.from_pretrained(
         args.model,
         JudgeSettings(swap=args.swap, votes=args.votes, tools=not args.no_tools, reward=args.reward, seed=args.seed),
         EngineSettings(
             max_turns=args.max_turns,
             budget=Budget(max_tool_calls=args.max_tool_calls),
-            visual=VisualSettings(overview_frames=args.overview_frames),
+            visual=visual,
+            tools=recorded.tools,
+            visual_window=recorded.visual_window,
         ),
         SamplingSettings(args.max_new_tokens, args.temperature, args.top_p, args.seed),
         ModelSettings(dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation),

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mmreward.protocol import JudgeTask, resolve_images
-from mmreward.rollout import EngineSettings, RolloutEngine, SamplingSettings, Trajectory, TransformersGenerator
+from mmreward.rollout import (
+    EngineSettings,
+    RolloutEngine,
+    SamplingSettings,
+    Trajectory,
+    TransformersGenerator,
+    load_judge_settings,
+)
 from mmreward.verdict import NOUNS, Verdict
 
 logger = logging.getLogger(__name__)
@@ -116,7 +123,8 @@ class Judge:
         from mmreward.modeling import load_model, vision_patch_factor  # noqa: PLC0415
 
         model, processor = load_model(model_dir, model_settings)
-        engine_settings = engine_settings or EngineSettings()
+        # Default: the visual and tool settings the checkpoint was trained with, where it recorded them.
+        engine_settings = engine_settings or load_judge_settings(model_dir) or EngineSettings()
         factor = vision_patch_factor(processor)
         if engine_settings.visual.image_budget.factor != factor:
             from dataclasses import replace  # noqa: PLC0415

@@ -360,7 +360,37 @@ def tools_to_dict(t: ToolSettings) -> dict[str, Any]:
 
 def settings_of(traj: Trajectory) -> EngineSettings:
     """The engine settings a trajectory was produced with (visual and tool budgets), as far as it recorded them."""
-    s = traj.settings or {}
+    return settings_from_dict(traj.settings or {})
+
+
+def settings_to_dict(s: EngineSettings) -> dict[str, Any]:
+    """The visual/tool part of engine settings as recorded in trajectories and checkpoints."""
+    return {
+        "max_turns": s.max_turns,
+        "budget": s.budget.to_dict(),
+        "visual": visual_to_dict(s.visual),
+        "tools": tools_to_dict(s.tools),
+        "visual_window": s.visual_window,
+    }
+
+
+JUDGE_SETTINGS_FILE = "mmreward_judge.json"
+
+
+def save_judge_settings(model_dir: str | os.PathLike, settings: dict[str, Any] | EngineSettings) -> None:
+    """Record in a checkpoint the visual and tool settings it was trained with, so the judge and the server use
+    them by default (a model trained on 112x112 overviews should be shown 112x112 overviews)."""
+    d = settings_to_dict(settings) if isinstance(settings, EngineSettings) else dict(settings)
+    keep = {k: d[k] for k in ("max_turns", "visual", "tools", "visual_window") if k in d}
+    Path(model_dir, JUDGE_SETTINGS_FILE).write_text(json.dumps(keep, indent=2))
+
+
+def load_judge_settings(model_dir: str | os.PathLike) -> EngineSettings | None:
+    path = Path(model_dir, JUDGE_SETTINGS_FILE)
+    return settings_from_dict(json.loads(path.read_text())) if path.is_file() else None
+
+
+def settings_from_dict(s: dict[str, Any]) -> EngineSettings:
     visual, tools = VisualSettings(), ToolSettings()
     if "visual" in s:
         v = s["visual"]

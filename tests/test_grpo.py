@@ -213,6 +213,8 @@ def test_cli_runs_end_to_end_with_eval_and_resumes(world, tiny_model_dir, tmp_pa
     assert s["global_step"] == 2 and s["eval_before"]["items"] == 4 and s["eval_after"]["items"] == 4
     assert set(s["step_time_s"]) == {"generate_and_score", "optimise"}
     assert (out / "curves.png").is_file() and (out / "checkpoint-2").is_dir() and (out / "model.safetensors").is_file()
+    recorded = json.loads((out / "mmreward_judge.json").read_text())  # what the judge and server will show it
+    assert recorded["visual"]["image_budget"]["max_pixels"] == 112 * 112 and recorded["max_turns"] == 3
     r = subprocess.run(cmd[:-len(extra)] + extra[:-2] + ["--max_steps", "3"], capture_output=True, text=True,
                        timeout=900, cwd=REPO)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]

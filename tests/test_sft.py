@@ -112,9 +112,16 @@ def test_sft_runs_and_the_judge_loads_the_result(data, tiny_model_dir, tmp_path,
     assert {"loss", "learning_rate", "tokens_per_second", "loss_answer", "loss_tool_call", "loss_think"} <= logged
     assert (out / "curves.png").is_file() and (out / "config.json").is_file()
     from mmreward.judge import Judge
+    from mmreward.server import BackendSettings, build_judge
 
+    # The checkpoint records the visual/tool settings of its training trajectories (the synthetic world's), and
+    # the judge and the server use them by default.
+    assert (out / "mmreward_judge.json").is_file()
     judge = Judge.from_pretrained(out)
-    assert judge is not None
+    assert judge.engine.settings.visual == WORLD_VISUAL and judge.engine.settings.tools == WORLD_TOOLS
+    served = build_judge(BackendSettings(model=str(out)))
+    assert served.engine.settings.visual == WORLD_VISUAL
+    assert build_judge(BackendSettings(model=str(out), overview_frames=2)).engine.settings.visual.overview_frames == 2
 
 
 def test_resume_after_kill_is_exact(data, tiny_model_dir, tmp_path):

@@ -435,8 +435,10 @@ def run(script: GRPOScriptArguments, cfg: GRPOConfig, model_args: ModelConfig) -
     summary = train_and_save(trainer, processor, cfg, script.stage, resume, started, stats)
     summary["step_time_s"] = {k: round(v, 2) for k, v in trainer.step_times.items()}
     if trainer.is_world_process_zero():
+        from mmreward.rollout import save_judge_settings  # noqa: PLC0415
         from train.plots import plot_curves  # noqa: PLC0415
 
+        save_judge_settings(cfg.output_dir, settings)
         keys = CURVE_KEYS + tuple(f"rewards/{n}/mean" for n in script.rewards)
         summary["curves"] = plot_curves(trainer.state.log_history, out / "curves.png", title="grpo", keys=keys)
         if script.eval_records:

@@ -321,6 +321,21 @@ def train_and_save(trainer, processor, cfg, stage: str, resume: str | None, star
     }
 
 
+def record_judge_settings(out: str, train_files: list[str], base_model: str | None) -> None:
+    """Write into the checkpoint the visual/tool settings its trajectories were produced with (the first one's),
+    or carry over the base checkpoint's, so the judge and the server show the model what it was trained on."""
+    from mmreward.rollout import JUDGE_SETTINGS_FILE, save_judge_settings  # noqa: PLC0415
+
+    for f in train_files:
+        with Path(f).open(encoding="utf-8") as fh:
+            first = next((line for line in fh if line.strip()), None)
+        if first:
+            save_judge_settings(out, json.loads(first).get("settings") or {})
+            return
+    if base_model and Path(base_model, JUDGE_SETTINGS_FILE).is_file():
+        shutil.copy(Path(base_model, JUDGE_SETTINGS_FILE), Path(out, JUDGE_SETTINGS_FILE))
+
+
 def git_version() -> str:
     try:
         return (
@@ -379,6 +394,7 @@ def run(script: SFTScriptArguments, cfg: SFTConfig, model_args: ModelConfig) -> 
     if trainer.is_world_process_zero():
         from train.plots import plot_curves  # noqa: PLC0415
 
+        record_judge_settings(cfg.output_dir, script.train_files, model_args.model_name_or_path)
         summary["curves"] = plot_curves(trainer.state.log_history, out / "curves.png", title=f"{script.stage}")
         if script.eval_records:
             summary["eval"] = evaluate_checkpoint(trainer.model, processor, script)

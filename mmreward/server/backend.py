@@ -13,8 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mmreward.judge import Judge, JudgeSettings
-from mmreward.protocol import VisualSettings
-from mmreward.rollout import EngineSettings, RolloutEngine, SamplingSettings
+from mmreward.rollout import EngineSettings, RolloutEngine, SamplingSettings, load_judge_settings
 from mmreward.tools import Budget
 
 logger = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ class BackendSettings:
     max_new_tokens: int = 256  # per turn, unless a request asks for fewer/more (within limits)
     max_turns: int = 6
     max_tool_calls: int = 4
-    overview_frames: int = 8
+    overview_frames: int | None = None  # None: the checkpoint's recorded settings, else 8
     engine_batch: int = 32  # trajectories per generate call
 
     def __post_init__(self) -> None:
@@ -47,12 +46,19 @@ class BackendSettings:
 
 
 def build_judge(b: BackendSettings) -> Judge:
+    recorded = load_judge_settings(b.model) if b.model and Path(b.model).is_dir() else None
+    base = recorded or EngineSettings()
+    visual = base.visual if b.overview_frames is None else replace(base.visual, overview_frames=b.overview_frames)
     engine = EngineSettings(
         max_turns=b.max_turns,
         batch_size=b.engine_batch,
         budget=Budget(max_tool_calls=b.max_tool_calls),
-        visual=VisualSettings(overview_frames=b.overview_frames),
+        visual=visual,
+        tools=base.tools,
+        visual_window=base.visual_window,
     )
+    if recorded is not None:
+        logger.info("using the visual and tool settings recorded in %s", b.model)
     sampling = SamplingSettings(max_new_tokens=b.max_new_tokens)
     if b.backend == "transformers":
         from mmreward.modeling import ModelSettings  # noqa: PLC0415
