@@ -77,6 +77,11 @@ def _add_judge(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--attn-implementation", default=None, choices=["sdpa", "eager", "flash_attention_2"])
+    p.add_argument(
+        "--reuse-cache",
+        action="store_true",
+        help="keep the KV cache between tool turns and encode only what each turn appends (one trajectory at a time)",
+    )
     p.add_argument("--json", action="store_true", help="print the judgment with its trajectory records as JSON")
 
 
@@ -228,6 +233,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
         ),
         SamplingSettings(args.max_new_tokens, args.temperature, args.top_p, args.seed),
         ModelSettings(dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation),
+        reuse_cache=args.reuse_cache,
     )
     loaded = time.perf_counter()
     judgment = judge.judge([task])[0]

@@ -119,6 +119,7 @@ class Judge:
         engine_settings: EngineSettings | None = None,
         sampling: SamplingSettings | None = None,
         model_settings: Any = None,
+        reuse_cache: bool = False,
     ) -> Judge:
         from mmreward.modeling import load_model, vision_patch_factor  # noqa: PLC0415
 
@@ -134,7 +135,7 @@ class Judge:
                 visual=engine_settings.visual.with_factor(factor),
                 tools=engine_settings.tools.with_factor(factor),
             )
-        generator = TransformersGenerator(model, processor, sampling)
+        generator = TransformersGenerator(model, processor, sampling, reuse_cache=reuse_cache)
         return cls(RolloutEngine(generator, settings=engine_settings), settings)
 
     # ---------------------------------------------------------------------------------------------------------------

@@ -142,10 +142,13 @@ class TransformersGenerator:
     batch is left-padded, and a turn stops at ``</tool_call>``, ``</answer>`` or end of turn.
     """
 
-    def __init__(self, model, processor, sampling: SamplingSettings | None = None) -> None:
+    def __init__(self, model, processor, sampling: SamplingSettings | None = None, reuse_cache: bool = False) -> None:
         self.model = model
         self.processor = processor
         self.sampling = sampling or SamplingSettings()
+        # Keep each trajectory's KV cache between turns and encode only what a turn appends (see `_generate_cached`).
+        self.reuse_cache = reuse_cache
+        self._caches: dict[str, tuple[list[int], Any]] = {}
         tok = processor.tokenizer
         self.tokenizer = tok
         vision = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
@@ -183,9 +186,15 @@ class TransformersGenerator:
             batch.pop(key, None)
         return batch.to(self.model.device)
 
+    def release(self, key: str) -> None:
+        """Forget a finished trajectory's cache."""
+        self._caches.pop(key, None)
+
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         import torch  # noqa: PLC0415
 
+        if self.reuse_cache:
+            return [self._generate_cached(r) for r in requests]
         texts = [self.render(r.messages, r.tools) for r in requests]
         images = [im for r in requests for im in r.images]
         batch = self._encode(texts, images)
@@ -222,6 +231,121 @@ class TransformersGenerator:
                 )
             )
         return outputs
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Cache reuse across tool turns (one trajectory at a time, no padding)
+
+    def _positions(self, batch) -> Any:
+        """Qwen-VL's 3-D rope positions of a whole (unpadded) sequence, from the model's own rope index."""
+        import torch  # noqa: PLC0415
+
+        ids = batch["input_ids"]
+        if batch.get("image_grid_thw") is None:
+            return torch.arange(ids.shape[1]).view(1, 1, -1).expand(3, 1, -1)
+        inner = getattr(self.model, "model", self.model)
+        mm = batch.get("mm_token_type_ids")
+        if mm is None:
+            mm = (ids == self.tokenizer.convert_tokens_to_ids("<|image_pad|>")).long()
+        pos, _ = inner.get_rope_index(
+            ids, mm, image_grid_thw=batch["image_grid_thw"], attention_mask=torch.ones_like(ids)
+        )
+        return pos
+
+    def extend(self, key: str, text: str, images: list[Image.Image]):
+        """Bring ``key``'s cache up to the tokens of ``text`` and return (logits of the last position, the number
+        of tokens that had to be encoded, the full ids). Reuses the longest cached prefix that does not cut an
+        image; the appended images get their 3-D positions from the rope index of the whole sequence, so the
+        result equals encoding everything again (tested)."""
+        import torch  # noqa: PLC0415
+        from transformers import DynamicCache  # noqa: PLC0415
+
+        batch = self.processor(text=[text], images=images or None, return_tensors="pt")
+        ids = batch["input_ids"][0].tolist()
+        pos = self._positions(batch)
+        pad_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        spans, i = [], 0
+        while i < len(ids):
+            if ids[i] == pad_id:
+                j = i
+                while j < len(ids) and ids[j] == pad_id:
+                    j += 1
+                spans.append((i, j))
+                i = j
+            else:
+                i += 1
+        cached_ids, cache = self._caches.get(key, ([], None))
+        p = 0
+        while p < min(len(cached_ids), len(ids) - 1) and cached_ids[p] == ids[p]:
+            p += 1
+        for a, b in spans:  # never split an image: re-encode it whole
+            if a < p < b:
+                p = a
+        if cache is None or p == 0:
+            cache, p = DynamicCache(config=self.model.config), 0
+        elif cache.get_seq_length() > p:
+            cache.crop(p)
+        n_cached = sum(1 for _, b in spans if b <= p)
+        grid = batch.get("image_grid_thw")
+        kwargs: dict[str, Any] = {}
+        if grid is not None and n_cached < len(grid):
+            first_patch = int(grid[:n_cached].prod(-1).sum())
+            kwargs = {"pixel_values": batch["pixel_values"][first_patch:], "image_grid_thw": grid[n_cached:]}
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=batch["input_ids"][:, p:].to(self.model.device),
+                position_ids=pos[:, :, p:].to(self.model.device),
+                past_key_values=cache,
+                use_cache=True,
+                cache_position=torch.arange(p, len(ids), device=self.model.device),
+                **{k: v.to(self.model.device) for k, v in kwargs.items()},
+            )
+        self._caches[key] = (ids, cache)
+        return out.logits[0, -1].float(), len(ids) - p, ids, int(pos[0, 0, -1]) + 1
+
+    def _generate_cached(self, r: GenerationRequest) -> GenerationOutput:
+        import torch  # noqa: PLC0415
+
+        s = self.sampling
+        logits, _, ids, next_pos = self.extend(r.key, self.render(r.messages, r.tools), r.images)
+        ids = list(ids)
+        prompt_len = len(ids)
+        _, cache = self._caches[r.key]
+        rng = torch.Generator().manual_seed((s.seed or 0) + r.turn) if s.temperature > 0 else None
+        out: list[int] = []
+        for step in range(r.max_new_tokens):
+            logits = logits.clone()
+            logits[self.suppress_ids] = float("-inf")
+            if step < s.min_new_tokens:
+                logits[self.eos_ids] = float("-inf")
+            if rng is None:
+                tok = int(logits.argmax())
+            else:
+                probs = torch.softmax(logits / s.temperature, dim=-1)
+                if s.top_p < 1.0:
+                    sp, si = probs.sort(descending=True)
+                    keep = sp.cumsum(-1) - sp < s.top_p
+                    probs = torch.zeros_like(probs).scatter(0, si[keep], sp[keep])
+                tok = int(torch.multinomial(probs / probs.sum(), 1, generator=rng))
+            out.append(tok)
+            if tok in self.end_ids or step == r.max_new_tokens - 1:
+                break
+            with torch.inference_mode():
+                o = self.model(
+                    input_ids=torch.tensor([[tok]], device=self.model.device),
+                    position_ids=torch.full((3, 1, 1), next_pos, device=self.model.device),
+                    past_key_values=cache,
+                    use_cache=True,
+                    cache_position=torch.tensor([len(ids)], device=self.model.device),
+                )
+            ids.append(tok)
+            next_pos += 1
+            logits = o.logits[0, -1].float()
+        self._caches[r.key] = (ids, cache)
+        n = next((k for k, t in enumerate(out) if t in self.end_ids), len(out))
+        keep = n + (1 if n < len(out) and out[n] in self.stop_tag_ids else 0)
+        text = self.tokenizer.decode(out[:keep], skip_special_tokens=False)
+        completion = n + (1 if n < len(out) and out[n] != self.pad_id else 0)
+        return GenerationOutput(text=_cut_at_stop(text), prompt_tokens=prompt_len, completion_tokens=completion)
 
     def option_logprobs(
         self, messages: list[dict[str, Any]], images: list[Image.Image], tools, prefix: str, options: list[str]
@@ -654,6 +778,9 @@ class RolloutEngine:
         self._finish(st, "answer")
 
     def _finish(self, st: _State, reason: str, parse_failure: str | None = None) -> None:
+        release = getattr(self.generator, "release", None)
+        if release is not None:
+            release(st.traj.id)
         st.done = True
         st.traj.stop_reason = reason
         st.traj.parse_failure = parse_failure

@@ -4,6 +4,7 @@ tiny model (plumbing: batching, token ids, images per turn)."""
 import json
 
 import pytest
+import torch
 
 from mmreward.protocol import JudgeTask, format_turn
 from mmreward.rollout import (
@@ -172,3 +173,45 @@ def test_real_tiny_model_plumbing(tiny_model, real_image_pair, real_video_pair):
     gen.sampling = SamplingSettings(max_new_tokens=10, min_new_tokens=10, temperature=1.0, seed=3)
     fixed = RolloutEngine(gen, settings=EngineSettings(max_turns=1, batch_size=4)).run(tasks)
     assert [t.completion_tokens for t in fixed] == [10, 10]
+
+
+def test_cached_continuation_equals_reencoding(tiny_model, real_image_pair):
+    """After a crop, encoding only the appended turn and observation image on top of the kept KV cache gives the
+    logits of encoding the whole conversation again (3-D rope positions of the new image included)."""
+    from mmreward.protocol import assistant_message, build_conversation, resolve_images, tool_message
+    from mmreward.tools import default_registry
+
+    model, processor = tiny_model
+    task = JudgeTask("a room", [str(p) for p in real_image_pair])
+    conv = build_conversation(task)
+    tools = default_registry().schemas(["crop"])
+    turn = format_turn("look", tool=("crop", {"image": "image_1", "bbox_2d": [0, 0, 500, 500]}))
+    result = default_registry().call(conv.context, "crop", {"image": "image_1", "bbox_2d": [0, 0, 500, 500]})
+    second = conv.messages + [assistant_message(turn), tool_message(result.text, [n for n, _ in result.images])]
+    cached = TransformersGenerator(model, processor, reuse_cache=True)
+    fresh = TransformersGenerator(model, processor, reuse_cache=True)
+
+    def prompt(messages):
+        msgs, images = resolve_images(messages, conv.context.images, EngineSettings().visual)
+        return cached.render(msgs, tools), images
+
+    cached.extend("t", *prompt(conv.messages))
+    logits_cached, encoded, ids, _ = cached.extend("t", *prompt(second))
+    logits_full, encoded_full, _, _ = fresh.extend("u", *prompt(second))
+    assert encoded_full == len(ids) and encoded < len(ids) // 2  # only the new turn and the crop were encoded
+    torch.testing.assert_close(logits_cached, logits_full, atol=1e-4, rtol=1e-4)
+
+
+def test_reuse_cache_generates_what_reencoding_generates(tiny_model, real_image_pair, real_video_pair):
+    model, processor = tiny_model
+    tasks = [
+        JudgeTask("a room", [str(p) for p in real_image_pair], id="a"),
+        JudgeTask("a girl", [str(p) for p in real_video_pair], modality="video", id="b"),
+    ]
+    runs = []
+    for reuse in (False, True):
+        gen = TransformersGenerator(model, processor, SamplingSettings(max_new_tokens=16), reuse_cache=reuse)
+        engine = RolloutEngine(gen, settings=EngineSettings(max_turns=2, batch_size=1))
+        runs.append([(t.final_text, t.prompt_tokens) for t in engine.run(tasks, [[0, 1], [1, 0]])])
+        assert not gen._caches  # finished trajectories release their cache
+    assert runs[0] == runs[1]
