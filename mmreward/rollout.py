@@ -151,8 +151,7 @@ class TransformersGenerator:
         self._caches: dict[str, tuple[list[int], Any]] = {}
         tok = processor.tokenizer
         self.tokenizer = tok
-        vision = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
-        self.suppress_ids = [tok.convert_tokens_to_ids(t) for t in vision if t in tok.get_vocab()]
+        self.suppress_ids = vision_token_ids(tok)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         eos = model.generation_config.eos_token_id
         eos_ids = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
@@ -370,6 +369,12 @@ class TransformersGenerator:
                 total += float(logp[row, pos - 1, ids[row, pos]])
             result.append(total)
         return result
+
+
+def vision_token_ids(tokenizer) -> list[int]:
+    """Vision placeholder tokens a model must never sample (a sampled ``<|video_pad|>`` crashes Qwen's rope index)."""
+    vision = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
+    return [tokenizer.convert_tokens_to_ids(t) for t in vision if t in tokenizer.get_vocab()]
 
 
 def _forward_args(model) -> set[str]:

@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
+from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser
 
 from data_pipelines.records import PreferenceRecord, presented_orders, read_records
 from mmreward.protocol import build_conversation, image_budget_for, resolve_images
-from mmreward.rollout import EngineSettings
+from mmreward.rollout import EngineSettings, vision_token_ids
 from mmreward.tools import Budget, Tool, ToolContext, ToolRegistry, default_registry
 from train.rewards import RewardSettings, make_reward_funcs
 from train.sft import (
@@ -57,6 +57,7 @@ from train.sft import (
     evaluate_checkpoint,
     git_version,
     load_for_training,
+    lora_config,
     resume_point,
     train_and_save,
 )
@@ -352,12 +353,6 @@ def _clamped_logps(trainer: GRPOTrainer, old: torch.Tensor, c: float):
 # Entry point
 
 
-def suppress_vision_tokens(processor) -> list[int]:
-    tok = processor.tokenizer
-    vision = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
-    return [tok.convert_tokens_to_ids(t) for t in vision if t in tok.get_vocab()]
-
-
 def load_records(script: GRPOScriptArguments) -> tuple[list[PreferenceRecord], str | None]:
     if not script.train_files:
         raise ValueError("train_files is empty; point it at a records file (rejection sampling's grpo_pool.jsonl)")
@@ -388,26 +383,19 @@ def build_trainer(script: GRPOScriptArguments, cfg: GRPOConfig, model_args: Mode
     if not rows:
         raise ValueError(f"no usable records (skipped: {skipped})")
     generation = dict(cfg.generation_kwargs or {})
-    generation.setdefault("suppress_tokens", suppress_vision_tokens(processor))  # a sampled <|video_pad|> crashes
+    generation.setdefault("suppress_tokens", vision_token_ids(processor.tokenizer))  # a sampled <|video_pad|> crashes
     cfg.generation_kwargs = generation
     reward_settings = RewardSettings(script.tool_bonus, script.invalid_penalty, script.length_target)
     funcs = make_reward_funcs(script.rewards, processor.tokenizer, reward_settings)
     if cfg.reward_weights is not None and len(cfg.reward_weights) != len(funcs):
         raise ValueError(f"reward_weights has {len(cfg.reward_weights)} entries for rewards {script.rewards}")
-    peft_config = None
-    if model_args.use_peft:
-        from mmreward.modeling import LORA_TARGETS  # noqa: PLC0415
-
-        if not model_args.lora_target_modules:
-            model_args.lora_target_modules = LORA_TARGETS
-        peft_config = get_peft_config(model_args)
     trainer = JudgeGRPOTrainer(
         model=model,
         reward_funcs=funcs,
         args=cfg,
         train_dataset=to_dataset(rows),
         processing_class=processor,
-        peft_config=peft_config,
+        peft_config=lora_config(model_args),
         environment_factory=environments(settings, root),
         log_ratio_clamp=script.log_ratio_clamp,
         advantage_sigma=script.advantage_outlier_sigma,

@@ -318,17 +318,15 @@ def write_report(pipe) -> str:
 
 
 def serve_smoke(model_dir: Path, world: Path, n_requests: int) -> dict[str, Any]:
-    """Start the judge server on ``model_dir`` (the world's visual settings), send ``n_requests`` test image
+    """Start the judge server on ``model_dir`` (with the visual settings it recorded), send ``n_requests`` test image
     pairs through the ``openai`` client and one ``/v1/rewards`` group, stop it."""
     import openai  # noqa: PLC0415
 
-    from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
     from mmreward.client import JudgeClient, encode_media  # noqa: PLC0415
     from mmreward.server import BackendSettings, BackgroundServer, ServerSettings, build_judge  # noqa: PLC0415
 
+    # The checkpoint records the visual/tool settings it was trained with; build_judge uses them.
     judge = build_judge(BackendSettings(model=str(model_dir), max_new_tokens=160, max_turns=4, max_tool_calls=2))
-    s = judge.engine.settings
-    s.visual, s.tools = WORLD_VISUAL.with_factor(s.visual.image_budget.factor), WORLD_TOOLS
     pairs = [r for r in read_records(world / "test.jsonl") if r.task == "pairwise" and r.modality == "image"]
     results = []
     started = time.perf_counter()

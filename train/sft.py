@@ -207,6 +207,17 @@ def load_for_training(model_args: ModelConfig, cfg: SFTConfig):
     return model, processor
 
 
+def lora_config(model_args: ModelConfig):
+    """The PEFT config the recipe asks for (None for full fine-tuning); LoRA targets default to mmreward's."""
+    if not model_args.use_peft:
+        return None
+    from mmreward.modeling import LORA_TARGETS  # noqa: PLC0415
+
+    if not model_args.lora_target_modules:
+        model_args.lora_target_modules = LORA_TARGETS
+    return get_peft_config(model_args)
+
+
 def freeze(model, vision_tower: bool, projector: bool) -> dict[str, int]:
     inner = getattr(model, "model", model)
     visual = getattr(inner, "visual", None)
@@ -373,13 +384,6 @@ def run(script: SFTScriptArguments, cfg: SFTConfig, model_args: ModelConfig) -> 
     collator = (
         PackedCollator(rope_function(model)) if script.pack else PaddedCollator(processor.tokenizer.pad_token_id)
     )
-    peft_config = None
-    if model_args.use_peft:
-        from mmreward.modeling import LORA_TARGETS  # noqa: PLC0415
-
-        if not model_args.lora_target_modules:
-            model_args.lora_target_modules = LORA_TARGETS
-        peft_config = get_peft_config(model_args)
     trainer = JudgeSFTTrainer(
         model=model,
         args=cfg,
@@ -387,7 +391,7 @@ def run(script: SFTScriptArguments, cfg: SFTConfig, model_args: ModelConfig) -> 
         eval_dataset=_index_dataset(len(eval_ds), "eval") if eval_ds is not None else None,
         data_collator=_Lookup({"train": train, "eval": eval_ds}, collator),
         processing_class=processor,
-        peft_config=peft_config,
+        peft_config=lora_config(model_args),
     )
     resume = resume_point(cfg)
     summary = train_and_save(trainer, processor, cfg, script.stage, resume, started, {**stats, **frozen})
