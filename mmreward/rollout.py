@@ -282,7 +282,8 @@ class TransformersGenerator:
         if cache is None or p == 0:
             cache, p = DynamicCache(config=self.model.config), 0
         elif cache.get_seq_length() > p:
-            cache.crop(p)
+            # transformers 5: a negative count removes that many tokens from the end (a positive one is refused)
+            cache.crop(p - cache.get_seq_length())
         n_cached = sum(1 for _, b in spans if b <= p)
         grid = batch.get("image_grid_thw")
         kwargs: dict[str, Any] = {}

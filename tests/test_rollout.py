@@ -202,6 +202,48 @@ def test_cached_continuation_equals_reencoding(tiny_model, real_image_pair):
     torch.testing.assert_close(logits_cached, logits_full, atol=1e-4, rtol=1e-4)
 
 
+def test_cache_under_visual_window_rebuilds_from_the_eviction_point(tiny_model, real_image_pair):
+    """With a visual memory window of one round, the third crop evicts the first crop's image: the kept cache is
+    cut where the stub replaces that image and only what follows is encoded again; the logits still equal
+    encoding the windowed conversation from scratch at every turn."""
+    from mmreward.protocol import assistant_message, build_conversation, resolve_images, tool_message, windowed
+    from mmreward.tools import default_registry
+
+    model, processor = tiny_model
+    task = JudgeTask("a room", [str(p) for p in real_image_pair])
+    conv = build_conversation(task)
+    registry = default_registry()
+    tools = registry.schemas(["crop"])
+    cached = TransformersGenerator(model, processor, reuse_cache=True)
+    messages = list(conv.messages)
+    boxes = [[0, 0, 500, 500], [500, 0, 1000, 500], [0, 500, 500, 1000]]
+    evicted_at = []
+    for turn, box in enumerate(boxes):
+        args = {"image": f"image_{turn % 2 + 1}", "bbox_2d": box}
+        result = registry.call(conv.context, "crop", args)
+        messages += [
+            assistant_message(format_turn(f"look {turn}", tool=("crop", args))),
+            tool_message(result.text, [n for n, _ in result.images]),
+        ]
+        view = windowed(messages, 1)
+        msgs, images = resolve_images(view, conv.context.images, EngineSettings().visual)
+        text = cached.render(msgs, tools)
+        previous = list(cached._caches.get("t", ([], None))[0])
+        logits, encoded, ids, _ = cached.extend("t", text, images)
+        fresh = TransformersGenerator(model, processor, reuse_cache=True)
+        logits_full, encoded_full, ids_full, _ = fresh.extend("u", text, images)
+        assert ids == ids_full and encoded_full == len(ids)
+        torch.testing.assert_close(logits, logits_full, atol=1e-4, rtol=1e-4)
+        # what was encoded starts exactly where the new context leaves the cached one
+        common = next((k for k, (a, b) in enumerate(zip(previous, ids)) if a != b), min(len(previous), len(ids)))
+        assert encoded == len(ids) - common
+        evicted_at.append(len(images))
+    # the window held the context at the two overviews plus one crop once the third round came
+    assert evicted_at == [3, 3, 3]
+    assert "[obs_1 dropped from view]" in text and "[obs_2 dropped from view]" in text
+    assert encoded > len(ids) - len(previous)  # the eviction forced re-encoding of more than the new turn
+
+
 def test_reuse_cache_generates_what_reencoding_generates(tiny_model, real_image_pair, real_video_pair):
     model, processor = tiny_model
     tasks = [
