@@ -79,19 +79,20 @@ def test_training_text_is_what_the_engine_renders(tiny_model, trajectories):
             assert full.startswith(prompt + m["content"][0]["text"])
 
 
-@pytest.mark.parametrize("row_tokens", [10**6, None], ids=["one-row", "bounded-rows"])
-def test_packing_matches_padding(tiny_model, trajectories, row_tokens):
+@pytest.mark.parametrize("one_row", [True, False], ids=["one-row", "bounded-rows"])
+def test_packing_matches_padding(tiny_model, trajectories, one_row):
     model, processor = tiny_model
     examples = [Renderer(processor).render(t) for t in trajectories]
     padded = PaddedCollator(processor.tokenizer.pad_token_id)(examples)
-    collator = PackedCollator(rope_function(model), row_tokens=row_tokens)
+    longest = max(len(e) for e in examples)
+    collator = PackedCollator(rope_function(model), row_tokens=None if one_row else longest)
     packed = collator(examples)
     rows = collator.bins(examples)
     assert "attention_mask" not in packed and packed["position_ids"].shape[:2] == (4, len(rows))
-    if row_tokens:
+    if one_row:  # a varlen kernel's plan: everything in one row, no filler
         assert len(rows) == 1 and packed["input_ids"].shape[1] == sum(len(e) for e in examples)
     else:
-        assert len(rows) > 1 and packed["input_ids"].shape[1] == max(len(e) for e in examples)
+        assert len(rows) > 1 and packed["input_ids"].shape[1] <= longest
 
     def forward(batch):
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "loss_kinds")}
@@ -114,12 +115,38 @@ def test_packing_matches_padding(tiny_model, trajectories, row_tokens):
             n += int(keep.sum())
             off += L
     assert abs(nll_a / n - nll_b / n) < 1e-4
-    if row_tokens:
+    if one_row:
         # 1-D positions (what TRL's flattening collator would give) are *not* equivalent: mRoPE matters.
         flat = dict(packed)
         flat["position_ids"] = torch.cat([torch.arange(len(e)) for e in examples])[None]
         c = forward(flat)[0]
         assert (c[: len(examples[0])] - a[0, : len(examples[0])]).abs().max() > 1e-3
+
+
+def test_packing_plan_follows_the_cost_model():
+    """Rows are planned per batch: with a varlen kernel one row (no filler); with masked attention the split whose
+    modelled cost (filler and row-length-squared attention) is lowest, never more than the padded batch's."""
+
+    class Seq:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def __len__(self) -> int:
+            return self.n
+
+    batch = [Seq(n) for n in (1800, 1000, 950, 900, 850, 800, 780, 400)]
+    total, longest = sum(map(len, batch)), 1800
+    varlen = PackedCollator(None)
+    assert varlen.bins(batch) == [list(range(8))]
+    masked = PackedCollator(None, attention_width=6 * 256)
+    rows = masked.bins(batch)
+    width = max(sum(len(batch[i]) for i in r) for r in rows)
+    assert sorted(i for r in rows for i in r) == list(range(8))
+    # cheaper than the padded batch's shape and than one long row; here 5 rows of at most the longest example
+    assert masked.cost(len(rows), width) < min(masked.cost(8, longest), masked.cost(1, total))
+    assert len(rows) == 5 and width == longest
+    capped = PackedCollator(None, row_tokens=longest)
+    assert max(sum(len(batch[i]) for i in r) for r in capped.bins(batch)) <= longest
 
 
 def test_engine_settings_travel_with_the_trajectory(trajectories, tiny_model):

@@ -30,6 +30,18 @@ def rope_function(model) -> RopeFn:
     return fn
 
 
+def attention_width(model) -> float | None:
+    """The row length at which attention costs a packed row as much as its linear layers: ``None`` under
+    flash-attention (varlen: attention is per sequence), else about ``6 * hidden_size`` (per token and layer the
+    projections and an MLP of 2-4x the hidden size do some 12 h^2 multiply-adds, attention over a whole row of
+    W tokens 2 h W)."""
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) == "flash_attention_2":
+        return None
+    text = getattr(config, "text_config", config)
+    return 6.0 * text.hidden_size
+
+
 def _vision(examples: list[Example]) -> dict[str, torch.Tensor]:
     out = {}
     pix = [e.pixel_values for e in examples if e.pixel_values is not None]
@@ -65,18 +77,28 @@ class PaddedCollator:
 class PackedCollator:
     """Padding-free batches; positions per sequence from ``rope_fn`` (see the module docstring).
 
-    Sequences are packed into about ``total / row_tokens`` rows of nearly equal length (default ``row_tokens``: the
-    longest sequence of the batch, so rows are about as long as a padded batch's rows). Attention cost grows with the square of
-    the row length when the kernel is not varlen-aware (sdpa builds a block-diagonal mask over the whole row), so
-    several bounded rows beat one long row on CPU; with flash-attention one row per batch is as good. The few
-    tokens that even out the rows form their own masked "sequence" with restarting positions, so they attend only
-    to each other and carry no loss.
+    A packed batch is ``n`` rows of one width ``W`` (the longest row; shorter rows get filler). How the examples
+    are split into rows is chosen per batch by a cost model of one training step, ``n * W * (1 + W /
+    attention_width)``: the linear layers cost per token, attention per token grows with the row length when the
+    kernel is not varlen-aware (sdpa builds a block-diagonal mask over the whole row and computes all of it).
+    ``attention_width`` is the row length at which a row's attention costs as much as its linear layers (about
+    ``6 * hidden_size``); ``None`` means a varlen kernel (flash-attention), where attention costs per sequence and
+    one row per batch, with no filler, is best. ``row_tokens`` caps the row width (at least the longest example).
+    The filler tokens form their own masked "sequence" with restarting positions, so they attend only to each
+    other and carry no loss.
     """
 
-    def __init__(self, rope_fn: RopeFn, row_tokens: int | None = None, pad_token_id: int = 0) -> None:
+    def __init__(
+        self,
+        rope_fn: RopeFn,
+        row_tokens: int | None = None,
+        pad_token_id: int = 0,
+        attention_width: float | None = None,
+    ) -> None:
         self.rope_fn = rope_fn
         self.row_tokens = row_tokens
         self.pad = pad_token_id
+        self.attention_width = attention_width
 
     def positions(self, e: Example) -> torch.Tensor:
         """(4, L): text positions, then the three mRoPE rows, for one sequence on its own."""
@@ -90,23 +112,37 @@ class PackedCollator:
         text = torch.arange(len(e), dtype=pos.dtype)[None]
         return torch.cat([text, pos[:, 0]], dim=0)
 
-    def bins(self, examples: list[Example]) -> list[list[int]]:
-        """Rows as lists of example indices: as few rows as ``row_tokens`` allows, balanced by length.
+    def cost(self, n_rows: int, width: int) -> float:
+        """Modelled cost of a step on ``n_rows`` rows of ``width`` tokens (linear layers + attention)."""
+        attention = width / self.attention_width if self.attention_width else 0.0
+        return n_rows * width * (1.0 + attention)
 
-        The number of rows is ``ceil(total / cap)`` (``cap``: ``row_tokens`` or the longest sequence); sequences go,
-        longest first, to the currently shortest row, so rows end up nearly equal and little filler is needed.
+    def bins(self, examples: list[Example]) -> list[list[int]]:
+        """Rows as lists of example indices, the cheapest split under :meth:`cost`.
+
+        For each row count ``n`` that the width cap allows, sequences go longest first to the currently shortest
+        row (rows end up nearly equal); the ``n`` with the lowest modelled cost wins. ``n`` = one row per example
+        is the padded batch's shape, so packing never plans more work than padding.
         """
         lengths = [len(e) for e in examples]
-        cap = max(self.row_tokens or 0, max(lengths))
-        n_rows = max(1, -(-sum(lengths) // cap))
-        rows: list[list[int]] = [[] for _ in range(n_rows)]
-        load = [0] * n_rows
-        for i in sorted(range(len(examples)), key=lambda i: -lengths[i]):
-            k = min(range(n_rows), key=lambda r: load[r])
-            rows[k].append(i)
-            load[k] += lengths[i]
+        cap = max(self.row_tokens or sum(lengths), max(lengths))
+        order = sorted(range(len(examples)), key=lambda i: -lengths[i])
+        best: tuple[float, list[list[int]]] | None = None
+        for n_rows in range(max(1, -(-sum(lengths) // cap)), len(examples) + 1):
+            rows: list[list[int]] = [[] for _ in range(n_rows)]
+            load = [0] * n_rows
+            for i in order:
+                k = min(range(n_rows), key=lambda r: load[r])
+                rows[k].append(i)
+                load[k] += lengths[i]
+            if max(load) > cap:
+                continue
+            c = self.cost(n_rows, max(load))
+            if best is None or c < best[0]:
+                best = (c, rows)
+        assert best is not None  # one row per example always fits
         # Images are fed to the vision tower in batch order: keep each row's examples in input order.
-        return sorted((sorted(r) for r in rows if r), key=lambda r: r[0])
+        return sorted((sorted(r) for r in best[1] if r), key=lambda r: r[0])
 
     def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         rows = self.bins(examples)

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
-from train.collate import PackedCollator, PaddedCollator, rope_function
+from train.collate import PackedCollator, PaddedCollator, attention_width, rope_function
 from train.render import KIND_NAMES, Renderer, SeeDataset, TrajectoryDataset, read_trajectory_files
 
 logger = logging.getLogger("mmreward.train")
@@ -382,7 +382,9 @@ def run(script: SFTScriptArguments, cfg: SFTConfig, model_args: ModelConfig) -> 
     frozen = freeze(model, script.freeze_vision_tower, script.freeze_projector)
     train, eval_ds, stats = build_datasets(script, processor, cfg.max_length)
     collator = (
-        PackedCollator(rope_function(model)) if script.pack else PaddedCollator(processor.tokenizer.pad_token_id)
+        PackedCollator(rope_function(model), attention_width=attention_width(model))
+        if script.pack
+        else PaddedCollator(processor.tokenizer.pad_token_id)
     )
     trainer = JudgeSFTTrainer(
         model=model,

@@ -56,7 +56,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     from mmreward.modeling import load_model
-    from train.collate import PackedCollator, PaddedCollator, rope_function
+    from train.collate import PackedCollator, PaddedCollator, attention_width, rope_function
     from train.render import Renderer, TrajectoryDataset, read_trajectory_files
 
     with tempfile.TemporaryDirectory() as d:
@@ -71,7 +71,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     batches = [rng.sample(examples, args.batch) for _ in range(args.batches + 2)]
     padded = PaddedCollator(processor.tokenizer.pad_token_id)
-    packed = PackedCollator(rope_function(model), row_tokens=args.row_tokens)
+    packed = PackedCollator(rope_function(model), row_tokens=args.row_tokens, attention_width=attention_width(model))
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # a real backward and step, no drift in the weights
 
     def step(batch) -> float:
@@ -84,7 +84,7 @@ def main() -> None:
         return time.perf_counter() - t
 
     times = {"padded": 0.0, "packed": 0.0}
-    real = total_padded = 0
+    real = total_padded = total_packed = 0
     for i, b in enumerate(batches):
         pb, kb = padded(b), packed(b)  # collation is not timed: both are cheap next to the model
         tp, tk = step(pb), step(kb)
@@ -94,6 +94,7 @@ def main() -> None:
         times["packed"] += tk
         real += sum(len(e) for e in b)
         total_padded += pb["input_ids"].numel()
+        total_packed += kb["input_ids"].numel()
     pad_share = 1 - real / total_padded
     tps = {k: real / v for k, v in times.items()}
     ratio = tps["packed"] / tps["padded"]
@@ -113,6 +114,7 @@ def main() -> None:
                 "batches_timed": args.batches,
                 "effective_tokens_per_s": {k: round(v, 1) for k, v in tps.items()},
                 "pad_share": round(pad_share, 4),
+                "packed_filler_share": round(1 - real / total_packed, 4),
                 "speedup": round(ratio, 3),
                 "ideal_speedup": round(ideal, 3),
                 "fraction_of_ideal": round(ratio / ideal, 3),
