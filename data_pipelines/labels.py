@@ -45,3 +45,22 @@ def check_verdict(record: PreferenceRecord, traj: Trajectory, score_tolerance: f
             if v.dimensions[dim] != want:
                 return Check(False, f"wrong dimension {dim!r}")
     return Check(True, "ok")
+
+
+SCORE_RANGE = (1, 10)  # the pointwise answer form the prompt offers ("Score: <1-10>")
+
+
+def chance_accuracy(record: PreferenceRecord, score_tolerance: float = SCORE_TOLERANCE) -> float:
+    """Expected :func:`check_verdict` accuracy of a judge that always answers in the valid form but picks the
+    verdict uniformly at random: 1/2 for a pair (1/3 when a tie may be said), the share of integer scores within
+    the tolerance of the label for pointwise, the product over every checked answer for multi-dimensional items.
+    It is the level a judge must beat before it can be said to see anything."""
+    if record.task == "pointwise":
+        lo, hi = SCORE_RANGE
+        hits = sum(1 for k in range(lo, hi + 1) if abs(k - record.score) <= score_tolerance)
+        return hits / (hi - lo + 1)
+    options = 3 if record.allow_tie else 2
+    checked = 1 if (record.tie or record.preferred is not None) else 0
+    if record.task == "multi":
+        checked += len(record.dimension_labels)
+    return (1 / options) ** checked

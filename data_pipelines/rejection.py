@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipelines.distill import _append, _write_jsonl, read_cache
-from data_pipelines.labels import check_verdict
+from data_pipelines.labels import chance_accuracy, check_verdict
 from data_pipelines.records import PreferenceRecord, presented_orders, write_records
 from mmreward.rollout import EngineSettings, Generator, RolloutEngine, Trajectory
 
@@ -64,7 +64,9 @@ def _assistant_text(t: Trajectory) -> str:
 def score_samples(records: list[PreferenceRecord], samples: dict[str, list[Trajectory]]) -> dict[str, Any]:
     """pass@1, pass@k and rates, overall, by category and by needs-tool."""
     by_id = {r.id: r for r in records}
-    groups: dict[str, dict[str, list]] = defaultdict(lambda: {"acc": [], "any": [], "tools": [], "fail": []})
+    groups: dict[str, dict[str, list]] = defaultdict(
+        lambda: {"acc": [], "any": [], "tools": [], "fail": [], "chance": []}
+    )
     stop = Counter()
     for rid, trajs in samples.items():
         r = by_id[rid]
@@ -73,6 +75,7 @@ def score_samples(records: list[PreferenceRecord], samples: dict[str, list[Traje
             g = groups[key]
             g["acc"].extend(oks)
             g["any"].append(any(oks))
+            g["chance"].append(chance_accuracy(r))
             g["tools"].extend(bool(t.tool_trace) for t in trajs)
             g["fail"].extend(t.verdict is None for t in trajs)
         stop.update(t.stop_reason for t in trajs)
@@ -88,6 +91,7 @@ def score_samples(records: list[PreferenceRecord], samples: dict[str, list[Traje
             "pass@k": mean(g["any"]),
             "tool_call_rate": mean(g["tools"]),
             "parse_failure_rate": mean(g["fail"]),
+            "chance": mean(g["chance"]),  # pass@1 of a uniformly random valid verdict on these items
         }
         for k, g in sorted(groups.items())
     }
@@ -232,5 +236,6 @@ def judge_records(
     )
     report = score_samples(usable, {r.id: [t] for r, t in zip(usable, trajs)})
     report["accuracy"] = report["groups"]["all"]["pass@1"] if usable else 0.0
+    report["chance"] = report["groups"]["all"]["chance"] if usable else 0.0
     report["items"] = len(usable)
     return report

@@ -82,7 +82,24 @@ def test_judge_records_and_the_tiny_model(tmp_path, tiny_model):
     recs = records(tmp_path)
     report = judge_records(recs, ScriptedGenerator(behaviour), media_root=tmp_path)
     assert report["accuracy"] == 0.5 and report["items"] == 4  # r0 and r2 (sample 0) are right
+    assert report["chance"] == 0.5  # four two-answer pairs
     model, processor = tiny_model
     gen = TransformersGenerator(model, processor, SamplingSettings(max_new_tokens=24, temperature=1.0, seed=1))
     rep = rejection_sample(recs[:2], gen, tmp_path / "tiny", RejectionSettings(k=2), media_root=tmp_path)
     assert rep["groups"]["all"]["samples"] == 4  # random weights: parse failures, but the loop runs for real
+
+
+def test_chance_level_of_a_random_valid_verdict():
+    from data_pipelines.labels import chance_accuracy
+
+    def rec(**kw):
+        base = dict(id="c", task="pairwise", modality="image", prompt="p", candidates=["a", "b"], media=[])
+        return PreferenceRecord(**{**base, **kw})
+
+    assert chance_accuracy(rec(preferred=0)) == 0.5
+    assert abs(chance_accuracy(rec(tie=True, allow_tie=True)) - 1 / 3) < 1e-9
+    # pointwise: integer scores 1-10 within 1 of the label
+    assert chance_accuracy(rec(task="pointwise", candidates=["a"], score=5.0)) == 0.3
+    assert chance_accuracy(rec(task="pointwise", candidates=["a"], score=10.0)) == 0.2
+    multi = rec(task="multi", preferred=1, allow_tie=True, dimension_labels={"alignment": 1, "quality": None})
+    assert abs(chance_accuracy(multi) - 1 / 27) < 1e-9  # overall and both dimensions, three options each

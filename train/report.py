@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from data_pipelines.labels import chance_accuracy
 from data_pipelines.records import read_records
 from data_pipelines.synthetic.oracle import world_groups
 
@@ -32,15 +33,18 @@ def eval_groups(eval_dir: Path, records: dict[str, Any]) -> dict[str, Any] | Non
         return None
     rows = [json.loads(x) for x in pred.read_text().splitlines() if x.strip()]
     groups: dict[str, list[bool]] = defaultdict(list)
+    chance: dict[str, list[float]] = defaultdict(list)
     for r in rows:
         rec = records.get(r["record_id"])
         if rec is None:
             continue
         for g in world_groups(rec):
             groups[g].append(bool(r["correct"]))
+            chance[g].append(chance_accuracy(rec))
     n = max(1, len(rows))
     return {
         "accuracy": {k: round(sum(v) / len(v), 4) for k, v in sorted(groups.items())},
+        "chance": {k: round(sum(v) / len(v), 4) for k, v in sorted(chance.items())},
         "n": {k: len(v) for k, v in sorted(groups.items())},
         "tool_call_rate": round(sum(r["tool_calls"] > 0 for r in rows) / n, 4),
         "parse_failure_rate": round(sum(r["verdict"] is None for r in rows) / n, 4),
@@ -118,6 +122,16 @@ def summary_table(data: dict[str, Any], splits: list[str]) -> str:
         ]
         t = ev[stage].get("test", {}).get("on", {})
         cells += [_f(t.get("tool_call_rate")), _f(t.get("parse_failure_rate"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    # the level a judge must beat: a uniformly random valid verdict on the same items (first stage evaluated)
+    first = next((ev[s] for s in ("untrained", "see", "sft", "rft", "grpo") if s in ev), None)
+    if first:
+        cells = ["chance (random verdict)"]
+        for sp in splits:
+            ch = first.get(sp, {}).get("on", {}).get("chance", {})
+            cells += [_f(ch.get("all")), _f(ch.get("visual=image")), _f(ch.get("visual=video"))]
+        ch = first.get("test", {}).get("on", {}).get("chance", {})
+        cells += [_f(ch.get("needs_tool=True")), _f(ch.get("needs_tool=True")), "-", "-"]
         lines.append("| " + " | ".join(cells) + " |")
     o = data.get("oracle") or {}
     for name, key in (("oracle (tools)", "tools"), ("oracle (overview only)", "overview_only")):
