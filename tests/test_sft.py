@@ -351,3 +351,34 @@ def test_stage_zero_learning_to_see(tiny_model_dir, tmp_path):
     assert summary["see_examples"] == 12 and summary["train_trajectories"] == 0 and summary["stage"] == "see"
     perception = summary["perception"]  # held-out exact-match accuracy, by view and level
     assert perception["items"] == 6 and 0.0 <= perception["accuracy"] <= 1.0 and "all" in perception["groups"]
+
+
+def test_perception_diagnostics_locate_and_contrast(tiny_model):
+    """Stage 0's perception report says what kind of question fails, whether crop boxes beat a constant box, and
+    whether image features still differ between an object and the background."""
+    from PIL import Image, ImageDraw
+
+    from train.see import locate_metrics, question_kind, visual_contrast
+
+    assert question_kind("Where is the red circle?") == "where"
+    assert question_kind("Locate the objects.") == "locate"
+    assert question_kind("Where are the objects, and what colours are they?") == "locate"
+    assert question_kind("How many blue squares are there?") == "count"
+    assert question_kind("What changes between the two frames?") == "change"
+    assert question_kind("Describe the image.") == "caption"
+
+    truth = [[0, 0, 100, 100], [900, 900, 1000, 1000]]
+    perfect = locate_metrics([(t, list(t)) for t in truth])
+    assert perfect["mean_iou"] == 1.0 and perfect["median_centre_error"] == 0.0 and perfect["box_found"] == 1.0
+    # Always the mean box: exactly the constant-box baseline, so no better than it.
+    constant = locate_metrics([(t, [450, 450, 550, 550]) for t in truth])
+    assert constant["median_centre_error"] == constant["constant_box_median_centre_error"] > 500
+    missing = locate_metrics([(truth[0], None), (truth[1], list(truth[1]))])
+    assert missing["box_found"] == 0.5 and missing["median_centre_error"] == 1000.0
+
+    model, processor = tiny_model
+    blank = Image.new("RGB", (112, 112), (230, 230, 230))
+    dot = blank.copy()
+    ImageDraw.Draw(dot).ellipse((60, 20, 72, 32), fill=(200, 30, 30))
+    assert visual_contrast(model, processor, [blank]) == 0.0  # every token the same: nothing to see
+    assert visual_contrast(model, processor, [dot]) > 0.01  # the object's tokens stand out

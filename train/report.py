@@ -287,6 +287,18 @@ def write_report(pipe) -> str:
     perception = data.get("perception") or {}
     for k, v in (perception.get("groups") or {}).items():
         lines.append(f"- {k}: {v['accuracy']:.3f} (n={v['n']})")
+    locate = perception.get("locate")
+    if locate:
+        lines.append(
+            f"- crop boxes (locating questions, n={locate['n']}): median centre error {locate['median_centre_error']}"
+            f" (a constant box: {locate['constant_box_median_centre_error']}), mean IoU {locate['mean_iou']:.3f}"
+            f" (constant box: {locate['constant_box_mean_iou']:.3f}), 0-1000 coordinates"
+        )
+    if perception.get("visual_contrast") is not None:
+        lines.append(
+            f"- object/background contrast of the image tokens on overviews: {perception['visual_contrast']:.4f}"
+            " (about 0.2 at random init; near 0 means the image features collapsed to a constant)"
+        )
     lines += ["", "## Training", ""]
     for stage in ("see", "sft", "rft", "grpo"):
         s = data["summaries"].get(stage)
