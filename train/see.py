@@ -112,7 +112,8 @@ def evaluate_see(model, processor, path: str, limit: int | None = 300, batch_siz
     root = Path(path).parent
     rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()][:limit]
     model.eval()
-    gen = TransformersGenerator(model, processor, SamplingSettings(max_new_tokens=40, temperature=0.0))
+    max_new_tokens = 40  # the longest answers (locating: a count, a box and colours) take up to 34
+    gen = TransformersGenerator(model, processor, SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0))
     groups: dict[str, list[bool]] = defaultdict(list)
     boxes: list[tuple[list[int], list[int] | None]] = []
     overview_images = []
@@ -125,7 +126,9 @@ def evaluate_see(model, processor, path: str, limit: int | None = 300, batch_siz
             if r.get("view") == "overview" and len(overview_images) < 16:
                 overview_images.append(images[0])
             content = [{"type": "image", "image": im} for im in images] + [{"type": "text", "text": r["question"]}]
-            requests.append(GenerationRequest(r["id"], 0, [{"role": "user", "content": content}], images, None, 40))
+            requests.append(
+                GenerationRequest(r["id"], 0, [{"role": "user", "content": content}], images, None, max_new_tokens)
+            )
         for r, out in zip(chunk, gen.generate(requests)):
             ok = _norm(out.text) == _norm(r["answer"])
             kind = question_kind(r["question"])
