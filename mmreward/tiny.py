@@ -47,6 +47,12 @@ PROTOCOL_TAGS = [
     "</tool_response>",
 ]
 
+# The split pattern of Qwen2/Qwen2.5/Qwen3 tokenizers (their tokenizer.json): words with their leading space,
+# single digits, punctuation runs, whitespace.
+QWEN2_PRETOKENIZE = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
 # Words of the judging domain and of the synthetic world, so they tokenize to one or two pieces.
 DOMAIN_WORDS = (
     "red green blue yellow purple orange cyan magenta white black gray grey brown pink "
@@ -136,11 +142,19 @@ def tokenizer_corpus() -> list[str]:
 
 def build_tokenizer(vocab_size: int, extra_corpus: list[str] | None = None):
     """Train a byte-level BPE on the protocol corpus and wrap it as a Qwen-style fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
     from transformers import PreTrainedTokenizerFast  # noqa: PLC0415
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Qwen2's pre-tokenizer: every digit is its own token, so " 546" is " ", "5", "4", "6" wherever it stands.
+    # Plain byte-level BPE merged digits by corpus frequency ("5" "46" here, "58" "2" there): box coordinates
+    # then had two spellings and dozens of two-digit classes, which a small model cannot learn to regress.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -34,6 +34,11 @@ def test_tokenizer_has_qwen_and_protocol_tokens(tiny_model):
     # protocol words are few tokens, so the verdict is not drowned in sub-word pieces
     assert len(tok.encode(" triangle", add_special_tokens=False)) == 1
     assert tok.decode(tok.encode("<think>a</think>", add_special_tokens=False)) == "<think>a</think>"
+    # digits are single tokens wherever they stand, as in Qwen's tokenizers: a box coordinate has one spelling
+    text = '"bbox_2d": [582, 546, 21, 9]'
+    pieces = [tok.decode([i]) for i in tok.encode(text, add_special_tokens=False)]
+    digits = [p for p in pieces if any(c.isdigit() for c in p)]
+    assert digits == [c for c in text if c.isdigit()]
 
 
 def test_chat_template_passes_trl_checks(tiny_model):
