@@ -3,6 +3,7 @@
 
 import json
 import random
+import re
 from collections import defaultdict
 
 import pytest
@@ -191,10 +192,27 @@ def test_learning_to_see_data(world):
     rows = read_see(out / "see" / "train.jsonl")
     assert len(rows) == 60 and m["see"]["val"]["n"] == 20
     assert {r["level"] for r in rows} == {0, 1, 2, 3}
-    assert {r["view"] for r in rows} >= {"whole", "crop", "overview"}
+    assert {r["view"] for r in rows} >= {"whole", "pair", "crop", "overview"}
     for r in rows:
         assert r["question"] and r["answer"]
         assert all((out / "see" / p).is_file() for p in r["images"])
+    for r in rows:  # two labelled images that differ in one attribute; the question names one of them
+        if r["view"] == "pair":
+            assert r["labels"] == ["Image 1:", "Image 2:"] and len(r["images"]) == 2
+            assert re.match(r"^(What is in image [12]\?|Which image shows an? \w+ \w+\?)$", r["question"])
+    pair = next(r for r in rows if r["view"] == "pair")
+    from train.render import see_content  # noqa: PLC0415
+
+    content = see_content(pair, ["im1", "im2"])  # each image after its label, as the judging prompt shows them
+    assert [c.get("text", c.get("image")) for c in content] == [
+        "Image 1:\n",
+        "im1",
+        "\n",
+        "Image 2:\n",
+        "im2",
+        "\n",
+        pair["question"],
+    ]
     loc = [r for r in rows if r["view"] == "overview"]
     if loc:  # the locate answer is a box in the crop tool's 0-1000 coordinates
         box = json.loads(loc[0]["answer"].split("crop box ")[1].split(";")[0])

@@ -238,6 +238,20 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         return self._cache[t][k]
 
 
+def see_content(row: dict, images: list) -> list[dict]:
+    """The user turn of a learning-to-see row: its images, each after its label where the row has ``labels``
+    (as the judging prompt shows "Image 1:", "Image 2:"), then the question."""
+    labels = row.get("labels") or [None] * len(images)
+    content: list[dict] = []
+    for label, im in zip(labels, images, strict=True):
+        if label:
+            content.append({"type": "text", "text": f"{label}\n"})
+        content.append({"type": "image", "image": im})
+        if label:
+            content.append({"type": "text", "text": "\n"})
+    return content + [{"type": "text", "text": row["question"]}]
+
+
 class SeeDataset(torch.utils.data.Dataset):
     """ "Learning to see" rows (``data_pipelines.synthetic.see``) as one-turn chats: images and a question from the
     user, the answer from the assistant (the only trained tokens)."""
@@ -258,7 +272,7 @@ class SeeDataset(torch.utils.data.Dataset):
         if i not in self._cache:
             row = self.rows[i]
             images = [self._load(p) for p in row["images"]]
-            content = [{"type": "image", "image": im} for im in images] + [{"type": "text", "text": row["question"]}]
+            content = see_content(row, images)
             messages = [
                 {"role": "user", "content": content},
                 {"role": "assistant", "content": [{"type": "text", "text": row["answer"]}]},

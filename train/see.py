@@ -14,6 +14,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from train.render import see_content
 from train.sft import main as sft_main
 
 
@@ -29,6 +30,8 @@ QUESTION_KINDS = (
     ("shape", re.compile(r"^What shape is the ")),
     ("count", re.compile(r"^How many ")),
     ("change", re.compile(r"^What changes between")),
+    ("name_image", re.compile(r"^What is in image \d")),
+    ("which_image", re.compile(r"^Which image shows ")),
 )
 _BOX = re.compile(r"crop box \[(\d+), (\d+), (\d+), (\d+)\]")
 
@@ -102,7 +105,7 @@ def visual_contrast(model, processor, images: list) -> float | None:
 
 def evaluate_see(model, processor, path: str, limit: int | None = 300, batch_size: int = 16) -> dict:
     """Perception on held-out learning-to-see questions: greedy answers, exact match after lower-casing and dropping
-    punctuation, overall and by view (whole image, crop, frame, overview, frame pair), level and question kind;
+    punctuation, overall and by view (whole image, labelled image pair, crop, frame, overview, frame pair), level and question kind;
     for locating questions also the crop-box error beside a constant-box baseline (:func:`locate_metrics`); and
     the projector's object/background contrast on overview images (:func:`visual_contrast`)."""
     from PIL import Image  # noqa: PLC0415
@@ -125,7 +128,7 @@ def evaluate_see(model, processor, path: str, limit: int | None = 300, batch_siz
             images = [Image.open(root / p).convert("RGB") for p in r["images"]]
             if r.get("view") == "overview" and len(overview_images) < 16:
                 overview_images.append(images[0])
-            content = [{"type": "image", "image": im} for im in images] + [{"type": "text", "text": r["question"]}]
+            content = see_content(r, images)
             requests.append(
                 GenerationRequest(r["id"], 0, [{"role": "user", "content": content}], images, None, max_new_tokens)
             )

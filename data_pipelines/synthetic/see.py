@@ -8,11 +8,15 @@ gradient from scratch; names, descriptions and answers do). The curriculum goes 
 * level 1 ``whole``: one to three medium objects with positions and counts;
 * level 2 ``crop``: world scenes cropped around their objects exactly as the ``crop`` tool renders them,
   and ``frame``: video frames as ``select_frames`` renders them;
+* level 1 ``pair``: two labelled images ("Image 1:", "Image 2:", as the judging prompt shows them) of one object
+  that differs in colour or shape; the question names an image or asks which image shows something. A judge
+  compares candidates by what each one shows, so it must tell the images apart: this is that skill alone;
 * level 3 ``overview``: world scenes at overview resolution, where the task is to *locate* the objects
   (the box a crop call should use, in the tool's 0-1000 coordinates) and say their colours, and
   ``frame_pair``: two frames of a clip and what changed between them.
 
-Rows: ``{"id", "images": [paths relative to the folder], "question", "answer", "level", "view", "split"}``.
+Rows: ``{"id", "images": [paths relative to the folder], "question", "answer", "level", "view", "split"}``, and for
+``pair`` rows ``"labels"``: the text shown before each image.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from data_pipelines.synthetic.world import (
 )
 from mmreward.tools.crop import crop_region
 
-VIEWS = ("whole", "crop", "frame", "overview", "frame_pair")
+VIEWS = ("whole", "pair", "crop", "frame", "overview", "frame_pair")
 
 
 def where(x: float, y: float, w: float, h: float) -> str:
@@ -91,6 +95,31 @@ def _scene(rng: random.Random, canvas: int, size: tuple[float, float], n: tuple[
     raise LayoutError("could not lay out a learning-to-see scene")
 
 
+def _pair_example(rng: random.Random, view_size: int, rid: str, save) -> dict[str, Any]:
+    """Two labelled images of one object each, differing in colour or shape (the difference a judge looks for)."""
+    combos = allowed_combos(False)
+    colour, shape = rng.choice(combos)
+    if rng.random() < 0.5:
+        other = rng.choice([c for c, s in combos if s == shape and c != colour]), shape
+    else:
+        other = colour, rng.choice([s for c, s in combos if c == colour and s != shape])
+    objs = [(colour, shape), other]
+    rng.shuffle(objs)
+    paths = []
+    for k, (c, s) in enumerate(objs):
+        size = rng.uniform(0.18, 0.3) * view_size
+        x, y = (rng.uniform(size / 2, view_size - size / 2) for _ in range(2))
+        paths.append(save(render(Scene(view_size, [Obj(s, c, x, y, size)])), f"_{k + 1}"))
+    k = rng.randrange(2)
+    c, s = objs[k]
+    if rng.random() < 0.5:
+        q, a = f"What is in image {k + 1}?", f"{article_for(c)} {c} {s}."
+    else:
+        q, a = f"Which image shows {article_for(c)} {c} {s}?", f"image {k + 1}."
+    labels = ["Image 1:", "Image 2:"]
+    return {"id": rid, "images": paths, "labels": labels, "question": q, "answer": a, "level": 1, "view": "pair"}
+
+
 def make_example(index: int, seed: int, cfg, out: Path, split: str) -> dict[str, Any]:
     from data_pipelines.synthetic.generate import WORLD_TOOLS, _frame_scene  # noqa: PLC0415
 
@@ -109,6 +138,8 @@ def make_example(index: int, seed: int, cfg, out: Path, split: str) -> dict[str,
         scene = _scene(rng, view_size, (0.35, 0.6), (1, 1), 1.0)
         q, a = _qa_about(scene.objects, view_size, view_size, rng)
         return {"id": rid, "images": [save(render(scene))], "question": q, "answer": a, "level": 0, "view": "whole"}
+    if level == 1 and rng.random() < 0.5:
+        return _pair_example(rng, view_size, rid, save)
     if level == 1:
         scene = _scene(rng, view_size, (0.14, 0.22), (1, 3), 0.5)
         q, a = _qa_about(scene.objects, view_size, view_size, rng)
