@@ -55,6 +55,12 @@ def register(sub) -> dict:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--kinds", nargs="+", default=None, help="image answer video multi pointwise (default: all)")
     s.add_argument("--see", type=int, default=None, help="learning-to-see examples (default: max(200, n); 0 = none)")
+    s.add_argument(
+        "--lookup",
+        type=int,
+        default=0,
+        help="text-only lookup rows for stage 0's warm-up, written to OUT/see/lookup/ (default 0 = none)",
+    )
     s.add_argument("--workers", type=int, default=1, help="worker processes")
     s.add_argument("--canvas", type=int, default=448)
     s.add_argument(
@@ -220,6 +226,11 @@ def _synth(args) -> int:
     _print_table("items per split (needs a tool):", {s: f"{n} ({m['needs_tool'][s]})" for s, n in m["splits"].items()})
     if m["see"]:
         _print_table("learning-to-see examples:", {s: v["n"] for s, v in m["see"].items()})
+    if args.lookup:
+        from data_pipelines.synthetic.lookup import generate_lookup  # noqa: PLC0415
+
+        lm = generate_lookup(Path(args.out) / "see" / "lookup", args.lookup, seed=args.seed)
+        _print_table("lookup warm-up rows (text only):", lm["splits"])
     return 0
 
 

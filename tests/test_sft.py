@@ -306,6 +306,26 @@ def test_full_finetune_with_frozen_vision_tower(data, tiny_model_dir, tmp_path):
     assert any((before[k] != after[k]).any() for k in language)
 
 
+def test_lookup_rows_render_without_images(tiny_model_dir, tmp_path):
+    """Stage 0's text-only warm-up rows go through the same dataset: no image tokens, loss on the answer only."""
+    from data_pipelines.synthetic.lookup import generate_lookup
+    from mmreward.modeling import load_model
+    from train.render import IGNORE, Renderer, SeeDataset
+
+    generate_lookup(tmp_path / "lk", 4, seed=0, n_val=2)
+    _, processor = load_model(tiny_model_dir)
+    ds = SeeDataset(tmp_path / "lk" / "train.jsonl", Renderer(processor))
+    row = json.loads((tmp_path / "lk" / "train.jsonl").read_text().splitlines()[0])
+    ex = ds[0]
+    assert ex.pixel_values is None and ex.image_grid_thw is None
+    text = processor.tokenizer.decode(ex.input_ids.tolist())
+    assert row["question"] in text and "<|image_pad|>" not in text
+    trained = processor.tokenizer.decode(
+        [t for t, lab in zip(ex.input_ids.tolist(), ex.labels.tolist()) if lab != IGNORE]
+    )
+    assert trained == row["answer"] + "<|im_end|>"
+
+
 def test_stage_zero_learning_to_see(tiny_model_dir, tmp_path):
     """Stage 0 trains on the learning-to-see rows: one-turn chats, loss on the answer only."""
     from data_pipelines.synthetic.see import generate_see, read_see
@@ -366,6 +386,15 @@ def test_perception_diagnostics_locate_and_contrast(tiny_model):
     assert question_kind("How many blue squares are there?") == "count"
     assert question_kind("What changes between the two frames?") == "change"
     assert question_kind("Describe the image.") == "caption"
+    assert question_kind("Which image shows a red cross?") == "which_image"
+    # text-only lookup rows: labelled items above, the question on the last line
+    assert (
+        question_kind("[Answer 1]\ntwo red squares.\n[Answer 2]\na blue cross.\n\nWhat is in Answer 2?")
+        == "name_image"
+    )
+    assert question_kind("Video 1:\na red cross.\nVideo 2:\na blue cross.\n\nWhich video shows a red cross?") == (
+        "which_image"
+    )
 
     truth = [[0, 0, 100, 100], [900, 900, 1000, 1000]]
     perfect = locate_metrics([(t, list(t)) for t in truth])

@@ -217,3 +217,35 @@ def test_learning_to_see_data(world):
     if loc:  # the locate answer is a box in the crop tool's 0-1000 coordinates
         box = json.loads(loc[0]["answer"].split("crop box ")[1].split(";")[0])
         assert len(box) == 4 and all(0 <= v <= 1000 for v in box)
+
+
+def test_lookup_warmup_rows(tmp_path):
+    """The text-only lookup rows of stage 0's warm-up: each answer is what the context says under the asked label
+    (or the label of the asked item), items under one row are distinct, generation is seeded, and the rows render
+    as one-turn chats with no images, trained on the answer only."""
+    from data_pipelines.synthetic.lookup import generate_lookup  # noqa: PLC0415
+
+    m = generate_lookup(tmp_path / "lk", 300, seed=3, n_val=20)
+    assert m["splits"] == {"train": 300, "val": 20}
+    rows = read_see(tmp_path / "lk" / "train.jsonl")
+    again = generate_lookup(tmp_path / "lk2", 300, seed=3, n_val=20)
+    assert again == m
+    assert (tmp_path / "lk2" / "train.jsonl").read_text() == (tmp_path / "lk" / "train.jsonl").read_text()
+    kinds = defaultdict(int)
+    for r in rows:
+        assert r["images"] == [] and r["view"] == "lookup"
+        context, question = r["question"].rsplit("\n\n", 1)
+        items = re.findall(r"^(?:Image (\d):|\[Answer (\d)\]|Video (\d):)\n(.+)\.$", context, flags=re.M)
+        labels = [int(a or b or c) for a, b, c, _ in items]
+        values = [v for *_, v in items]
+        assert labels == list(range(1, len(items) + 1)) and 2 <= len(items) <= 3
+        assert len(set(values)) == len(values)
+        if m_which := re.fullmatch(r"Which (image|answer|video) shows (.+)\?", question):
+            k = values.index(m_which.group(2)) + 1
+            assert r["answer"].lower() == f"{m_which.group(1)} {k}."
+            kinds["which"] += 1
+        else:
+            k = int(re.fullmatch(r"What is in (?:image|Answer|video) (\d)\?", question).group(1))
+            assert r["answer"] == values[k - 1] + "."
+            kinds["what"] += 1
+    assert kinds["which"] > 100 and kinds["what"] > 100

@@ -30,13 +30,15 @@ QUESTION_KINDS = (
     ("shape", re.compile(r"^What shape is the ")),
     ("count", re.compile(r"^How many ")),
     ("change", re.compile(r"^What changes between")),
-    ("name_image", re.compile(r"^What is in image \d")),
-    ("which_image", re.compile(r"^Which image shows ")),
+    ("name_image", re.compile(r"^What is in (image|video|Answer) \d")),
+    ("which_image", re.compile(r"^Which (image|video|answer) shows ")),
 )
 _BOX = re.compile(r"crop box \[(\d+), (\d+), (\d+), (\d+)\]")
 
 
 def question_kind(question: str) -> str:
+    """The kind of the question's last line (text-only lookup rows put their labelled items above it)."""
+    question = question.rsplit("\n", 1)[-1]
     for kind, pattern in QUESTION_KINDS:
         if pattern.search(question):
             return kind
