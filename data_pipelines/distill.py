@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipelines.labels import check_verdict
-from data_pipelines.records import PreferenceRecord, presented_orders
+from data_pipelines.records import PreferenceRecord, presented_orders, write_jsonl
 from mmreward.protocol import system_prompt, user_text
 from mmreward.remote import OpenAIGenerator as OpenAITeacher
 from mmreward.remote import RemoteSettings as TeacherSettings
@@ -113,14 +113,6 @@ def _append(path: Path, entries: list[dict[str, Any]]) -> None:
             f.write(json.dumps(e, ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def distill(
@@ -216,9 +208,9 @@ def distill(
             else:
                 rejected.append({"reason": reason, "category": by_id[rid].category, **t.to_dict()})
 
-    _write_jsonl(out / "kept.jsonl", kept)
-    _write_jsonl(out / "rejected.jsonl", rejected)
-    _write_jsonl(out / "failed.jsonl", failed)
+    write_jsonl(out / "kept.jsonl", kept)
+    write_jsonl(out / "rejected.jsonl", rejected)
+    write_jsonl(out / "failed.jsonl", failed)
     cats = {r.id: r.category for r in usable}
     per_cat: dict[str, Counter] = defaultdict(Counter)
     for t in kept:

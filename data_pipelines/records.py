@@ -194,6 +194,16 @@ def write_records(records: list[PreferenceRecord], path: str | os.PathLike) -> P
     return path
 
 
+def write_jsonl(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """Write dict rows as JSON lines, atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
 def read_records(path: str | os.PathLike) -> list[PreferenceRecord]:
     """Read records from ``.jsonl`` or ``.parquet``; errors name the file, line and record."""
     path = Path(path)

@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from data_pipelines.distill import _append, _write_jsonl, read_cache
+from data_pipelines.distill import _append, read_cache
 from data_pipelines.labels import chance_accuracy, check_verdict
-from data_pipelines.records import PreferenceRecord, presented_orders, write_records
+from data_pipelines.records import PreferenceRecord, presented_orders, write_jsonl, write_records
 from mmreward.rollout import EngineSettings, Generator, RolloutEngine, Trajectory
 
 
@@ -193,7 +193,7 @@ def rejection_sample(
             if settings.drop_always_right:
                 continue
         pool.append(r)
-    _write_jsonl(out / "accepted.jsonl", accepted)
+    write_jsonl(out / "accepted.jsonl", accepted)
     write_records(pool, out / "grpo_pool.jsonl")
     report = score_samples(usable, samples)
     report.update(

@@ -18,12 +18,12 @@ learning-to-see form (``data_pipelines.synthetic.see``) with no images, so the s
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
 from typing import Any
 
+from data_pipelines.records import write_jsonl
 from data_pipelines.synthetic.world import NUMBER_WORDS, PALETTE, PLURAL, SHAPES, article_for
 
 # (label shown before item k, how a question names item k, how an answer names item k)
@@ -74,15 +74,9 @@ def generate_lookup(out: str | os.PathLike, n: int, seed: int = 0, n_val: int = 
     for split, count in (("train", n), ("val", n_val)):
         rng = random.Random(f"lookup/{seed}/{split}")
         rows = [lookup_example(rng, f"lookup-{split}-{i:06d}", split) for i in range(count)]
-        _write_rows(out / f"{split}.jsonl", rows)
+        write_jsonl(out / f"{split}.jsonl", rows)
         manifest["splits"][split] = count
     return manifest
-
-
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
 
 
 def _pic(colour: str) -> str:
@@ -132,6 +126,6 @@ def generate_solid_pairs(out: str | os.PathLike, n: int, seed: int = 0, n_val: i
                 }
             )
         for sub, rs in rows.items():
-            _write_rows(out / sub / f"{split}.jsonl", rs)
+            write_jsonl(out / sub / f"{split}.jsonl", rs)
         counts[split] = count
     return {"seed": seed, "splits": counts, "px": px}

@@ -28,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from data_pipelines.records import write_jsonl
 from data_pipelines.synthetic.world import (
     NUMBER_WORDS,
     PLURAL,
@@ -246,11 +247,7 @@ def generate_see(out: str | os.PathLike, n: int, seed: int = 0, cfg=None, progre
             row = make_example(i, seed, cfg, out, split)
             row["split"] = split
             rows.append(row)
-        tmp = out / f".{split}.jsonl.tmp"
-        with tmp.open("w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        os.replace(tmp, out / f"{split}.jsonl")
+        write_jsonl(out / f"{split}.jsonl", rows)
         counts[split] = {"n": len(rows), "by_view": dict(Counter(r["view"] for r in rows))}
     return counts
 
