@@ -151,6 +151,27 @@ def test_oracle_wording_varies_and_parses(oracle_runs):
     assert len(thinks) >= 5  # not one sentence for every item
 
 
+def test_oracle_reads_the_latest_view_first(oracle_runs):
+    """The oracle's final reasoning starts from what was shown last (the latest picture, the last answer), the
+    lookup a small student can learn; its verdicts are the same either way (test above)."""
+    records, runs = oracle_runs
+    checked = {"image": 0, "answer": 0}
+    for trajs in runs.values():
+        for r, t in zip(records, trajs):
+            think = parse_turn(t.messages[-1]["content"][0]["text"]).think
+            refs = [p["ref"] for m in t.messages for p in m["content"] if p.get("type") == "image"]
+            if r.modality == "image" and r.task != "pointwise":
+                described = re.findall(r"In (obs_\d+|image_\d+)", think)
+                assert described and described[0] == refs[-1], (think, refs)
+                checked["image"] += 1
+            elif r.modality == "answer" and "Neither" not in think and "guess" not in think:
+                user = next(m for m in t.messages if m["role"] == "user")
+                shown = re.findall(r"\[Answer (\d+)\]", " ".join(p.get("text", "") for p in user["content"]))
+                assert f"Answer {shown[-1]} says" in think, think
+                checked["answer"] += 1
+    assert checked["image"] > 20 and checked["answer"] > 10, checked
+
+
 def test_oracle_perceives_pixels_not_labels():
     """Perception reads the image: a big shape is read right, the same scene shrunk to overview size is not."""
     rng = random.Random(0)

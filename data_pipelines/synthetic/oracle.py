@@ -24,7 +24,7 @@ from PIL import Image
 from data_pipelines.records import PreferenceRecord
 from data_pipelines.synthetic.generate import SHAPE_PX, pointwise_score
 from data_pipelines.synthetic.perception import Blob, perceive
-from data_pipelines.synthetic.world import NUMBER_WORDS, PLURAL, Description, article_for
+from data_pipelines.synthetic.world import NUMBER_WORDS, PALETTE, PLURAL, Description, article_for
 from mmreward.protocol import format_tool_call, format_turn
 from mmreward.rollout import GenerationOutput, GenerationRequest
 
@@ -145,6 +145,17 @@ def _say_blobs(blobs: list[Blob]) -> str:
     return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
 
 
+def _key_word(text: str, kind: str) -> str | None:
+    """The word an answer turns on: its count, colour or shape (the first such word in it)."""
+    if kind == "count":
+        vocab = {*NUMBER_WORDS.values(), "no"}
+    elif kind == "colour_of_shape":
+        vocab = set(PALETTE)
+    else:
+        vocab = set(PLURAL)
+    return next((w for w in re.findall(r"[a-z]+", text.lower()) if w in vocab), None)
+
+
 def _union_box_1000(blobs: list[Blob], image: Image.Image, pad: float = 0.8) -> list[int]:
     x1 = min(b.box[0] for b in blobs)
     y1 = min(b.box[1] for b in blobs)
@@ -226,7 +237,13 @@ class OracleTeacher:
         }
         lines = []
         verdicts = {}
-        for n, (obs, blobs) in views.items():
+        # Describe the most recently shown view first. A student copies this order, and the one lookup the tiny
+        # backbone learns at once is "the latest picture" (scripts/probe_binding.py: 1.00, against 0.5 for "the
+        # picture labelled image_1"); its first finding is the one its later text leans on. The findings and the
+        # verdict do not depend on the order.
+        shown = list(c.images)
+        for n in sorted(views, key=lambda n: shown.index(views[n][0] or n), reverse=True):
+            obs, blobs = views[n]
             where = f"{obs} (the crop of {n})" if obs else n
             align, quality = evaluate_scene(desc, blobs) if rec.modality != "answer" else ([], [])
             verdicts[n] = (align, quality, blobs)
@@ -318,10 +335,16 @@ class OracleTeacher:
             return format_turn(
                 reason + " Neither answer matches what I see; I pick one.", answer=f"Answer {k} is better"
             )
-        shown = value if not isinstance(value, int) else NUMBER_WORDS.get(value, value)
-        return format_turn(
-            reason + f" The answer is {shown}, which is what Answer {match} says.", answer=f"Answer {match} is better"
-        )
+        shown = value if not isinstance(value, int) else (NUMBER_WORDS.get(value, value) if value else "no")
+        # Check the answer shown last, then decide: "which answer says X" is a lookup by label that the tiny
+        # backbone cannot learn (scripts/probe_binding.py), "what does the latest answer say" is one it can.
+        last = list(answers)[-1]
+        if match == last:
+            tail = f" The answer is {shown}. Answer {last} says {shown} too, so Answer {last} is right."
+        else:
+            said = _key_word(answers[last], q["kind"]) or "something else"
+            tail = f" The answer is {shown}. Answer {last} says {said}, which is wrong, so Answer {match} is right."
+        return format_turn(reason + tail, answer=f"Answer {match} is better")
 
     # ----------------------------------------------------------------------------------------------------------------
     def _video(self, rec: PreferenceRecord, world: dict[str, Any], c: _Ctx) -> str:
