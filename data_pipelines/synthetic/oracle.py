@@ -319,15 +319,12 @@ class OracleTeacher:
             value = found[0] if found else None
         else:
             value = sum(1 for b in blobs if (b.colour, b.shape) == (q["colour"], q["shape"]))
+        if isinstance(value, int):
+            value = NUMBER_WORDS.get(value, str(value)) if value else "no"
         answers = dict(_ANSWER.findall(c.user_text))
         match = None
         for k, text in answers.items():
-            words = set(re.findall(r"[a-z]+", text.lower()))
-            if isinstance(value, int):
-                word = NUMBER_WORDS.get(value, str(value)) if value else "no"
-                if word in words:
-                    match = k
-            elif value and value in words:
+            if value and value in set(re.findall(r"[a-z]+", text.lower())):
                 match = k
         reason = " ".join(lines)
         if match is None:
@@ -335,15 +332,14 @@ class OracleTeacher:
             return format_turn(
                 reason + " Neither answer matches what I see; I pick one.", answer=f"Answer {k} is better"
             )
-        shown = value if not isinstance(value, int) else (NUMBER_WORDS.get(value, value) if value else "no")
         # Check the answer shown last, then decide: "which answer says X" is a lookup by label that the tiny
         # backbone cannot learn (scripts/probe_binding.py), "what does the latest answer say" is one it can.
         last = list(answers)[-1]
         if match == last:
-            tail = f" The answer is {shown}. Answer {last} says {shown} too, so Answer {last} is right."
+            tail = f" The answer is {value}. Answer {last} says {value} too, so Answer {last} is right."
         else:
             said = _key_word(answers[last], q["kind"]) or "something else"
-            tail = f" The answer is {shown}. Answer {last} says {said}, which is wrong, so Answer {match} is right."
+            tail = f" The answer is {value}. Answer {last} says {said}, which is wrong, so Answer {match} is right."
         return format_turn(reason + tail, answer=f"Answer {match} is better")
 
     # ----------------------------------------------------------------------------------------------------------------
