@@ -47,3 +47,33 @@ def test_pipeline_fast_end_to_end(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("done already") == 10  # every step but the report is skipped
+
+
+def test_stage0_cache_key_follows_the_code_that_writes_its_data(tmp_path, monkeypatch):
+    """The stage-0 cache is keyed on settings *and* on the source that builds the model, writes the learning-to-see
+    data and trains it: editing that code must not reuse a checkpoint trained on the old data."""
+    import train.pipeline as pl
+
+    src = tmp_path / "repo"
+    (src / "gen").mkdir(parents=True)
+    (src / "gen" / "see.py").write_text("VIEWS = ('whole',)\n")
+    (src / "gen" / "notes.txt").write_text("not code\n")
+    monkeypatch.setattr(pl, "STAGE0_SOURCES", ("gen",))
+    monkeypatch.setattr(pl, "REPO", src)
+    p = pl.Pipeline.__new__(pl.Pipeline)
+    p.cfg = {"model": {"hidden_size": 8}, "world": {"n": 4}, "see": {"num_train_epochs": 1}}
+    p.fast = False
+    recipe = tmp_path / "see.yaml"
+    recipe.write_text("learning_rate: 1.0e-3\n")
+    p.stage_recipe = lambda stage: recipe
+    first = p._stage0_key()
+    assert p._stage0_key() == first
+    (src / "gen" / "notes.txt").write_text("edited, but not code\n")
+    assert p._stage0_key() == first
+    (src / "gen" / "see.py").write_text("VIEWS = ('whole', 'pair')\n")
+    second = p._stage0_key()
+    assert second != first
+    p.cfg["see"]["num_train_epochs"] = 2
+    third = p._stage0_key()
+    recipe.write_text("learning_rate: 2.0e-3\n")
+    assert len({first, second, third, p._stage0_key()}) == 4

@@ -9,7 +9,7 @@ by ``train/recipes/<recipe>/pipeline.yaml``; there is no second implementation o
  2. ``world``    the synthetic world: train/val/test/compositional and learning-to-see data (``mmreward data synth``)
  3. ``see``      stage 0, learning to see (``mmreward train see``), with perception accuracy on held-out questions;
                  its checkpoint is cached under ``runs/.cache/stage0/<key>`` and reused by later runs with the same
-                 model, world and stage-0 settings
+                 model, world and stage-0 settings and the same code that writes and trains on its data
  4. ``distill``  reference trajectories from the oracle teacher (``mmreward data distill --teacher oracle``)
  5. ``sft``      cold-start SFT (``mmreward train sft``)
  6. ``reject``   rejection sampling from the SFT model (``mmreward data reject``), then ``rft`` (``mmreward train rft``)
@@ -41,6 +41,8 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# Source folders and files whose code shapes the stage-0 checkpoint (part of its cache key).
+STAGE0_SOURCES = ("mmreward/tiny.py", "data_pipelines/synthetic", "train/see.py", "train/sft.py", "train/collate.py")
 RECIPES = REPO / "train" / "recipes"
 STEPS = ["model", "world", "see", "distill", "sft", "reject", "rft", "grpo", "eval", "serve", "report"]
 STAGES = ["untrained", "see", "sft", "rft", "grpo"]  # checkpoints evaluated, in order
@@ -182,9 +184,15 @@ class Pipeline:
         self.sh("world", args)
 
     def _stage0_key(self) -> str:
+        """The settings and the code that decide the stage-0 checkpoint: the model sizes, the world and stage-0
+        settings, the stage-0 recipe, and the source of what builds the model, writes the learning-to-see data and
+        trains on it. Keyed on settings alone, a long-lived checkout reused a checkpoint trained on older data."""
         blob = json.dumps([self.cfg["model"], self.cfg["world"], self.cfg["see"], self.fast], sort_keys=True)
-        recipe = Path(self.stage_recipe("see")).read_text()
-        return hashlib.sha256((blob + recipe).encode()).hexdigest()[:16]
+        h = hashlib.sha256((blob + Path(self.stage_recipe("see")).read_text()).encode())
+        for path in STAGE0_SOURCES:
+            for f in sorted((REPO / path).glob("*.py")) if (REPO / path).is_dir() else [REPO / path]:
+                h.update(f.relative_to(REPO).as_posix().encode() + b"\0" + f.read_bytes())
+        return h.hexdigest()[:16]
 
     def done_see(self) -> bool:
         return self.p("see", "manifest.json").is_file() and self.p("see", "model.safetensors").is_file()
