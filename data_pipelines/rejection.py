@@ -62,10 +62,12 @@ def _assistant_text(t: Trajectory) -> str:
 
 
 def score_samples(records: list[PreferenceRecord], samples: dict[str, list[Trajectory]]) -> dict[str, Any]:
-    """pass@1, pass@k and rates, overall, by category and by needs-tool."""
+    """pass@1, pass@k and rates, overall, by category and by needs-tool. ``first_is_better`` is the share of
+    decided pairwise verdicts that name the candidate shown first: about 0.5 for a judge that reads the content
+    (orders are random), near 0 or 1 for one that answers by position, whose pass@1 then only matches chance."""
     by_id = {r.id: r for r in records}
     groups: dict[str, dict[str, list]] = defaultdict(
-        lambda: {"acc": [], "any": [], "tools": [], "fail": [], "chance": []}
+        lambda: {"acc": [], "any": [], "tools": [], "fail": [], "chance": [], "first": []}
     )
     stop = Counter()
     for rid, trajs in samples.items():
@@ -78,6 +80,11 @@ def score_samples(records: list[PreferenceRecord], samples: dict[str, list[Traje
             g["chance"].append(chance_accuracy(r))
             g["tools"].extend(bool(t.tool_trace) for t in trajs)
             g["fail"].extend(t.verdict is None for t in trajs)
+            g["first"].extend(
+                t.verdict["winner"] == 0
+                for t in trajs
+                if t.verdict and t.verdict["kind"] != "pointwise" and t.verdict["winner"] is not None
+            )
         stop.update(t.stop_reason for t in trajs)
 
     def mean(xs: list) -> float:
@@ -92,6 +99,7 @@ def score_samples(records: list[PreferenceRecord], samples: dict[str, list[Traje
             "tool_call_rate": mean(g["tools"]),
             "parse_failure_rate": mean(g["fail"]),
             "chance": mean(g["chance"]),  # pass@1 of a uniformly random valid verdict on these items
+            "first_is_better": mean(g["first"]) if g["first"] else None,
         }
         for k, g in sorted(groups.items())
     }

@@ -77,3 +77,31 @@ def test_stage0_cache_key_follows_the_code_that_writes_its_data(tmp_path, monkey
     third = p._stage0_key()
     recipe.write_text("learning_rate: 2.0e-3\n")
     assert len({first, second, third, p._stage0_key()}) == 4
+
+
+def test_report_shows_a_judge_that_answers_by_position(tmp_path):
+    """The report's "first shown" column: the share of decided pairwise verdicts naming the first candidate shown.
+    A judge that always says "Image 1" scores about chance on shuffled orders; this column is where it shows."""
+    from data_pipelines.records import PreferenceRecord
+    from train.report import eval_groups, summary_table
+
+    recs, rows = {}, []
+    for i in range(8):
+        rec = PreferenceRecord(
+            id=f"r{i}", task="pairwise", modality="image", prompt="p", candidates=["a.png", "b.png"], media=[],
+            preferred=0, metadata={"world": {"kind": "image", "needs_tool": False}},
+        )  # fmt: skip
+        recs[rec.id] = rec
+        order = [0, 1] if i % 2 == 0 else [1, 0]
+        verdict = {"kind": "pairwise", "winner": 0, "score": None, "dimensions": {}}
+        rows.append(
+            {"record_id": rec.id, "order": order, "verdict": verdict, "correct": order[0] == 0, "tool_calls": 0}
+        )
+    rows.append({"record_id": "r0", "order": [0, 1], "verdict": None, "correct": False, "tool_calls": 0})
+    (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    g = eval_groups(tmp_path, recs)
+    assert g["first_is_better"] == 1.0 and g["accuracy"]["all"] == round(4 / 9, 4) and g["parse_failure_rate"] > 0
+    table = summary_table({"evals": {"sft": {"test": {"on": g}}}}, ["test"]).splitlines()
+    assert table[0].split("|")[-2].strip() == "first shown"
+    assert table[2].startswith("| sft |") and table[2].split("|")[-2].strip() == "1.000"
+    assert table[3].startswith("| chance") and table[3].split("|")[-2].strip() == "0.500"

@@ -89,6 +89,36 @@ def test_judge_records_and_the_tiny_model(tmp_path, tiny_model):
     assert rep["groups"]["all"]["samples"] == 4  # random weights: parse failures, but the loop runs for real
 
 
+def test_position_bias_shows_in_the_report(tmp_path):
+    """A judge that always names the first answer scores about chance; ``first_is_better`` gives it away (1.0),
+    while a judge that reads the content names the first answer exactly where the right one was shown first."""
+    from data_pipelines.rejection import sample_order
+
+    recs = [
+        PreferenceRecord(**{**r.to_dict(), "id": f"p{i}", "preferred": i % 2})
+        for i, r in enumerate(records(tmp_path)[:1] * 40)
+    ]
+    positional = judge_records(
+        recs, ScriptedGenerator(lambda _: format_turn("", answer="Answer 1 is better")), media_root=tmp_path
+    )
+    shown_first = [sample_order(r, 0, 0)[0] == r.preferred for r in recs]
+    assert positional["groups"]["all"]["first_is_better"] == 1.0
+    assert positional["accuracy"] == round(sum(shown_first) / len(recs), 4)
+
+    def reader(request):
+        text = " ".join(
+            p["text"] for m in request.messages if m["role"] == "user" for p in m["content"] if p["type"] == "text"
+        )
+        good = "good" if int(request.key.split("|")[0][1:]) % 2 == 0 else "bad"  # the preferred candidate's words
+        first = text.index("good") < text.index("bad")
+        return format_turn("", answer=f"Answer {1 if first == (good == 'good') else 2} is better")
+
+    reading = judge_records(recs, ScriptedGenerator(reader), media_root=tmp_path)
+    assert reading["accuracy"] == 1.0
+    assert reading["groups"]["all"]["first_is_better"] == round(sum(shown_first) / len(recs), 4)
+    assert 0.25 < reading["groups"]["all"]["first_is_better"] < 0.75
+
+
 def test_chance_level_of_a_random_valid_verdict():
     from data_pipelines.labels import chance_accuracy
 

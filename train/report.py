@@ -27,7 +27,8 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def eval_groups(eval_dir: Path, records: dict[str, Any]) -> dict[str, Any] | None:
-    """Accuracy by world group (all, kind, image/video, needs-tool), tool-call and parse-failure rates."""
+    """Accuracy by world group (all, kind, image/video, needs-tool), tool-call and parse-failure rates, and the share
+    of decided pairwise verdicts that name the candidate shown first (near 0 or 1: the judge answers by position)."""
     pred = eval_dir / "predictions.jsonl"
     if not pred.is_file():
         return None
@@ -42,12 +43,18 @@ def eval_groups(eval_dir: Path, records: dict[str, Any]) -> dict[str, Any] | Non
             groups[g].append(bool(r["correct"]))
             chance[g].append(chance_accuracy(rec))
     n = max(1, len(rows))
+    first = [
+        r["verdict"]["winner"] == 0
+        for r in rows
+        if r["verdict"] and r["verdict"].get("kind") != "pointwise" and r["verdict"].get("winner") is not None
+    ]
     return {
         "accuracy": {k: round(sum(v) / len(v), 4) for k, v in sorted(groups.items())},
         "chance": {k: round(sum(v) / len(v), 4) for k, v in sorted(chance.items())},
         "n": {k: len(v) for k, v in sorted(groups.items())},
         "tool_call_rate": round(sum(r["tool_calls"] > 0 for r in rows) / n, 4),
         "parse_failure_rate": round(sum(r["verdict"] is None for r in rows) / n, 4),
+        "first_is_better": round(sum(first) / len(first), 4) if first else None,
     }
 
 
@@ -107,7 +114,7 @@ def goals(data: dict[str, Any]) -> list[dict[str, Any]]:
 def summary_table(data: dict[str, Any], splits: list[str]) -> str:
     ev = data["evals"]
     head = ["stage"] + [f"{sp} {g}" for sp in splits for g in ("all", "image", "video")]
-    head += ["needs-tool on", "needs-tool off", "tool calls", "parse fail"]
+    head += ["needs-tool on", "needs-tool off", "tool calls", "parse fail", "first shown"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for stage in ("untrained", "see", "sft", "rft", "grpo"):
         if stage not in ev:
@@ -121,7 +128,7 @@ def summary_table(data: dict[str, Any], splits: list[str]) -> str:
             _f(_acc(ev, stage, "test", "off", "needs_tool=True")),
         ]
         t = ev[stage].get("test", {}).get("on", {})
-        cells += [_f(t.get("tool_call_rate")), _f(t.get("parse_failure_rate"))]
+        cells += [_f(t.get("tool_call_rate")), _f(t.get("parse_failure_rate")), _f(t.get("first_is_better"))]
         lines.append("| " + " | ".join(cells) + " |")
     # the level a judge must beat: a uniformly random valid verdict on the same items (first stage evaluated)
     first = next((ev[s] for s in ("untrained", "see", "sft", "rft", "grpo") if s in ev), None)
@@ -131,7 +138,7 @@ def summary_table(data: dict[str, Any], splits: list[str]) -> str:
             ch = first.get(sp, {}).get("on", {}).get("chance", {})
             cells += [_f(ch.get("all")), _f(ch.get("visual=image")), _f(ch.get("visual=video"))]
         ch = first.get("test", {}).get("on", {}).get("chance", {})
-        cells += [_f(ch.get("needs_tool=True")), _f(ch.get("needs_tool=True")), "-", "-"]
+        cells += [_f(ch.get("needs_tool=True")), _f(ch.get("needs_tool=True")), "-", "-", "0.500"]
         lines.append("| " + " | ".join(cells) + " |")
     o = data.get("oracle") or {}
     for name, key in (("oracle (tools)", "tools"), ("oracle (overview only)", "overview_only")):
@@ -146,6 +153,7 @@ def summary_table(data: dict[str, Any], splits: list[str]) -> str:
             _f(acc.get("needs_tool=True")),
             "-",
             _f((o.get("test") or {}).get(key, {}).get("tool_calls_per_item")),
+            "-",
             "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
