@@ -7,6 +7,7 @@ they are mapped to candidates through the trajectory's presented order first.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from data_pipelines.records import PreferenceRecord
@@ -64,3 +65,10 @@ def chance_accuracy(record: PreferenceRecord, score_tolerance: float = SCORE_TOL
     if record.task == "multi":
         checked += len(record.dimension_labels)
     return (1 / options) ** checked
+
+
+def first_choices(verdicts: Iterable[dict | None]) -> list[bool]:
+    """For each decided pairwise verdict (a winner, not a tie, not a score, not a parse failure): whether it names
+    the candidate shown first. Their share is the position bias: about 0.5 for a judge that reads the content of
+    randomly ordered pairs, near 0 or 1 for one that answers by position."""
+    return [v["winner"] == 0 for v in verdicts if v and v["kind"] != "pointwise" and v["winner"] is not None]

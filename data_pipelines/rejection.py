@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipelines.distill import _append, read_cache
-from data_pipelines.labels import chance_accuracy, check_verdict
+from data_pipelines.labels import chance_accuracy, check_verdict, first_choices
 from data_pipelines.records import PreferenceRecord, presented_orders, write_jsonl, write_records
 from mmreward.rollout import EngineSettings, Generator, RolloutEngine, Trajectory
 
@@ -80,11 +80,7 @@ def score_samples(records: list[PreferenceRecord], samples: dict[str, list[Traje
             g["chance"].append(chance_accuracy(r))
             g["tools"].extend(bool(t.tool_trace) for t in trajs)
             g["fail"].extend(t.verdict is None for t in trajs)
-            g["first"].extend(
-                t.verdict["winner"] == 0
-                for t in trajs
-                if t.verdict and t.verdict["kind"] != "pointwise" and t.verdict["winner"] is not None
-            )
+            g["first"].extend(first_choices(t.verdict for t in trajs))
         stop.update(t.stop_reason for t in trajs)
 
     def mean(xs: list) -> float:

@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from data_pipelines.labels import chance_accuracy
+from data_pipelines.labels import chance_accuracy, first_choices
 from data_pipelines.records import read_records
 from data_pipelines.synthetic.oracle import world_groups
 
@@ -43,11 +43,7 @@ def eval_groups(eval_dir: Path, records: dict[str, Any]) -> dict[str, Any] | Non
             groups[g].append(bool(r["correct"]))
             chance[g].append(chance_accuracy(rec))
     n = max(1, len(rows))
-    first = [
-        r["verdict"]["winner"] == 0
-        for r in rows
-        if r["verdict"] and r["verdict"].get("kind") != "pointwise" and r["verdict"].get("winner") is not None
-    ]
+    first = first_choices(r["verdict"] for r in rows)
     return {
         "accuracy": {k: round(sum(v) / len(v), 4) for k, v in sorted(groups.items())},
         "chance": {k: round(sum(v) / len(v), 4) for k, v in sorted(chance.items())},
