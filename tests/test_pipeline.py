@@ -29,6 +29,8 @@ def test_pipeline_fast_end_to_end(tmp_path):
         assert m["stage"] == stage and m["summary"]["global_step"] > 0 and m["code_version"], stage
         assert (out / stage / "model.safetensors").is_file(), stage
     assert "perception" in json.loads((out / "see" / "manifest.json").read_text())["summary"]
+    vision = json.loads((out / "vision" / "manifest.json").read_text())
+    assert vision["stage"] == "vision" and vision["summary"]["after"]["colour"] >= 0
     grpo = json.loads((out / "grpo" / "manifest.json").read_text())["summary"]
     assert grpo["eval_before"] and grpo["eval_after"]
 
@@ -76,7 +78,9 @@ def test_stage0_cache_key_follows_the_code_that_writes_its_data(tmp_path, monkey
     p.cfg["see"]["num_train_epochs"] = 2
     third = p._stage0_key()
     recipe.write_text("learning_rate: 2.0e-3\n")
-    assert len({first, second, third, p._stage0_key()}) == 4
+    fourth = p._stage0_key()
+    p.cfg["vision"] = {"max_steps": 10}  # the vision pretraining that stage 0 starts from
+    assert len({first, second, third, fourth, p._stage0_key()}) == 5
 
 
 def test_report_shows_a_judge_that_answers_by_position(tmp_path):

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 
 STAGES = {
+    "vision": (
+        "vision pretraining (embedded default): dense per-token labels for the tiny vision tower",
+        "train.vision",
+    ),
     "see": ("stage 0 (embedded default): learning to see on captions and questions", "train.see"),
     "sft": ("stage 1: cold-start SFT on distilled trajectories", "train.sft"),
     "rft": ("stage 2: SFT on rejection-sampled trajectories", "train.rft"),
@@ -15,7 +19,7 @@ STAGES = {
 def register(sub) -> dict:
     p = sub.add_parser(
         "train",
-        help="training stages: see, sft, rft, grpo (YAML recipes in train/recipes/)",
+        help="training stages: vision, see, sft, rft, grpo (YAML recipes in train/recipes/)",
         description="Run a training stage from a YAML recipe (train/recipes/<model>/<stage>.yaml); any recipe field can "
         "be overridden on the command line, e.g. `mmreward train sft --config R.yaml --learning_rate 5e-4`. "
         "For several processes use `accelerate launch --config_file train/accelerate/<cfg>.yaml -m train.<stage> "
@@ -27,9 +31,11 @@ def register(sub) -> dict:
         tsub.add_parser(
             name,
             help=doc,
-            description=f"{doc}. Options are TRL's "
-            + ("GRPOConfig" if name == "grpo" else "SFTConfig")
-            + " and ModelConfig fields plus mmreward's; see "
+            description=f"{doc}. Options are "
+            + {"grpo": "TRL's GRPOConfig and ModelConfig fields plus mmreward's", "vision": "mmreward's"}.get(
+                name, "TRL's SFTConfig and ModelConfig fields plus mmreward's"
+            )
+            + "; see "
             + STAGES[name][1].replace(".", "/")
             + ".py.",
             add_help=False,

@@ -7,7 +7,8 @@ by ``train/recipes/<recipe>/pipeline.yaml``; there is no second implementation o
 
  1. ``model``    build the tiny model (``mmreward init-tiny``)
  2. ``world``    the synthetic world: train/val/test/compositional and learning-to-see data (``mmreward data synth``)
- 3. ``see``      stage 0, learning to see (``mmreward train see``), with perception accuracy on held-out questions;
+ 3. ``see``      vision pretraining of the tiny tower on dense per-token labels (``mmreward train vision``), then
+                 stage 0, learning to see (``mmreward train see``), with perception accuracy on held-out questions;
                  its checkpoint is cached under ``runs/.cache/stage0/<key>`` and reused by later runs with the same
                  model, world and stage-0 settings and the same code that writes and trains on its data
  4. ``distill``  reference trajectories from the oracle teacher (``mmreward data distill --teacher oracle``)
@@ -42,7 +43,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 # Source folders and files whose code shapes the stage-0 checkpoint (part of its cache key).
-STAGE0_SOURCES = ("mmreward/tiny.py", "data_pipelines/synthetic", "train/see.py", "train/sft.py", "train/collate.py")
+STAGE0_SOURCES = (
+    "mmreward/tiny.py",
+    "data_pipelines/synthetic",
+    "train/vision.py",
+    "train/see.py",
+    "train/sft.py",
+    "train/collate.py",
+)
 RECIPES = REPO / "train" / "recipes"
 STEPS = ["model", "world", "see", "distill", "sft", "reject", "rft", "grpo", "eval", "serve", "report"]
 STAGES = ["untrained", "see", "sft", "rft", "grpo"]  # checkpoints evaluated, in order
@@ -187,8 +195,10 @@ class Pipeline:
         """The settings and the code that decide the stage-0 checkpoint: the model sizes, the world and stage-0
         settings, the stage-0 recipe, and the source of what builds the model, writes the learning-to-see data and
         trains on it. Keyed on settings alone, a long-lived checkout reused a checkpoint trained on older data."""
-        blob = json.dumps([self.cfg["model"], self.cfg["world"], self.cfg["see"], self.fast], sort_keys=True)
-        h = hashlib.sha256((blob + Path(self.stage_recipe("see")).read_text()).encode())
+        settings = [self.cfg["model"], self.cfg["world"], self.cfg.get("vision"), self.cfg["see"], self.fast]
+        blob = json.dumps(settings, sort_keys=True)
+        recipes = "".join(Path(self.stage_recipe(s)).read_text() for s in ("vision", "see"))
+        h = hashlib.sha256((blob + recipes).encode())
         for path in STAGE0_SOURCES:
             for f in sorted((REPO / path).glob("*.py")) if (REPO / path).is_dir() else [REPO / path]:
                 h.update(f.relative_to(REPO).as_posix().encode() + b"\0" + f.read_bytes())
@@ -198,27 +208,37 @@ class Pipeline:
         return self.p("see", "manifest.json").is_file() and self.p("see", "model.safetensors").is_file()
 
     def step_see(self) -> None:
-        """stage 0: teach the tiny backbone to see (captions and questions about images, crops, frames)"""
+        """vision pretraining, then stage 0: teach the tiny backbone to see (captions and questions about images, crops, frames)"""
         cache = REPO / "runs" / ".cache" / "stage0" / self._stage0_key()
-        if (cache / "manifest.json").is_file() and not self.force:
-            shutil.rmtree(self.p("see"), ignore_errors=True)
-            shutil.copytree(cache, self.p("see"))
+        vision_cache = cache.with_name(cache.name + "-vision")  # the vision pretraining stage 0 started from
+        if (cache / "manifest.json").is_file() and (vision_cache / "manifest.json").is_file() and not self.force:
+            for src, dst in ((cache, self.p("see")), (vision_cache, self.p("vision"))):
+                shutil.rmtree(dst, ignore_errors=True)
+                shutil.copytree(src, dst)
             print(f"  reused the cached stage-0 checkpoint {cache}", flush=True)
             return
+        v = self.cfg.get("vision") or {}
+        self.sh(
+            "see",
+            ["train", "vision", "--config", self.stage_recipe("vision"),
+             "--model_name_or_path", self.p("model"), "--output_dir", self.p("vision"),
+             *[x for k, val in v.items() for x in (f"--{k}", *(val if isinstance(val, list) else [val]))]],
+        )  # fmt: skip
         s = self.cfg["see"]
         self.sh(
             "see",
             ["train", "see", "--config", self.stage_recipe("see"),
-             "--model_name_or_path", self.p("model"),
+             "--model_name_or_path", self.p("vision"),
              "--see_files", self.world / "see" / "train.jsonl",
              "--eval_see", self.world / "see" / "val.jsonl",
              "--eval_see_limit", s["eval_see_limit"],
              "--num_train_epochs", s["num_train_epochs"],
              "--output_dir", self.p("see"), "--report_to", "tensorboard"],
         )  # fmt: skip
-        shutil.rmtree(cache, ignore_errors=True)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(self.p("see"), cache, ignore=shutil.ignore_patterns("checkpoint-*", "runs"))
+        for src, dst in ((self.p("vision"), vision_cache), (self.p("see"), cache)):
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoint-*", "runs"))
 
     def done_distill(self) -> bool:
         return self.p("distill", "manifest.json").is_file()

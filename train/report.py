@@ -68,10 +68,11 @@ def collect(pipe) -> dict[str, Any]:
                 g = eval_groups(pipe.eval_dir(stage, sp, tools), records.get(sp, {}))
                 if g is not None:
                     evals.setdefault(stage, {}).setdefault(sp, {})[tools] = g
-    manifests = {s: _read(pipe.p(s, "manifest.json")) for s in ("see", "sft", "rft", "grpo")}
+    manifests = {s: _read(pipe.p(s, "manifest.json")) for s in ("vision", "see", "sft", "rft", "grpo")}
     return {
         "evals": evals,
         "oracle": _read(pipe.p("eval", "oracle.json")),
+        "vision": (manifests["vision"] or {}).get("summary"),
         "perception": (manifests["see"] or {}).get("summary", {}).get("perception"),
         "summaries": {s: (m or {}).get("summary") for s, m in manifests.items()},
         "distill": _read(pipe.p("distill", "summary.json")),
@@ -214,6 +215,42 @@ def plots(data: dict[str, Any], out: Path, splits: list[str]) -> list[str]:
     return paths
 
 
+def _vision_data(v: dict[str, Any] | None) -> str:
+    return f"{v['images']:,} drawn scenes, one label per image token" if v else "-"
+
+
+def _vision_result(v: dict[str, Any] | None) -> str:
+    if not v:
+        return "-"
+    return (
+        ", ".join(f"{k} {v['before'][k]:.2f} -> {v['after'][k]:.2f}" for k in v["targets"]) + " (per token, held out)"
+    )
+
+
+def vision_lines(v: dict[str, Any] | None) -> list[str]:
+    """The vision pretraining section: per-token accuracy before and after, beside chance."""
+    if not v:
+        return []
+    lines = [
+        "## Vision pretraining (per image token, held-out drawn scenes)",
+        "",
+        "| target | before | after | chance |",
+        "|---|---|---|---|",
+    ]
+    for k in v["targets"]:
+        lines.append(f"| {k} | {v['before'][k]:.3f} | {v['after'][k]:.3f} | {v['chance'][k]:.3f} |")
+    if "background" in v["after"]:
+        lines.append(f"| background | {v['before'].get('background', 0):.3f} | {v['after']['background']:.3f} | - |")
+    lines += [
+        "",
+        f"{v['steps']} steps on {v['images']:,} scenes in {v['train_runtime']:.0f}s; shape and colour on the tokens"
+        " that hold an object. Row and column are learned only by towers with absolute position embeddings"
+        f" ({'this one has them' if v['absolute_positions'] else 'this one has only rotary positions'}).",
+        "",
+    ]
+    return lines
+
+
 def model_card(pipe, data: dict[str, Any], table: str) -> str:
     s = data["summaries"]
     return f"""---
@@ -241,6 +278,7 @@ of the synthetic world: overview images at most 112x112, 4 overview frames (`dat
 ## Stages and their data
 | stage | data | result |
 |---|---|---|
+| 0a vision pretraining | {_vision_data(data.get("vision"))} | {_vision_result(data.get("vision"))} |
 | 0 learning to see | {pipe.cfg["world"]["see"]} captions/questions on images, crops, frames | perception {_f((data.get("perception") or {}).get("accuracy"))} (exact match, held out) |
 | 1 cold-start SFT | oracle-distilled trajectories ({(data.get("distill") or {}).get("kept", "-")} kept) | val {_f(((s.get("sft") or {}).get("eval") or {}).get("accuracy"))} |
 | 2 rejection sampling + RFT | K={pipe.cfg["reject"]["k"]} samples on {pipe.cfg["reject"]["limit"]} items | val {_f(((s.get("rft") or {}).get("eval") or {}).get("accuracy"))} |
@@ -285,6 +323,7 @@ def write_report(pipe) -> str:
         "|---|---|---|",
         *[f"| {c['goal']} | {_f(c['value'])} | {'yes' if c['met'] else 'no'} |" for c in checks],
         "",
+        *vision_lines(data.get("vision")),
         "## Stage 0: perception (held-out captions and questions, exact match)",
         "",
     ]
