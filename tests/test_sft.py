@@ -21,7 +21,9 @@ from train.sft import STAGING, last_checkpoint, parse
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted(
-    p for p in (REPO / "train" / "recipes").glob("*/*.yaml") if p.name not in ("grpo.yaml", "pipeline.yaml")
+    p
+    for p in (REPO / "train" / "recipes").glob("*/*.yaml")
+    if p.name not in ("grpo.yaml", "pipeline.yaml", "vision.yaml")
 )
 
 

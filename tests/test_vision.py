@@ -117,3 +117,13 @@ def test_report_section_shows_before_after_and_chance(pretrained):
     assert f"| colour | {summary['before']['colour']:.3f} | {after:.3f} | 0.167 |" in text
     assert "only rotary positions" in text and "| row |" not in text
     assert vision_lines(None) == []
+
+
+def test_the_recipe_parses():
+    from pathlib import Path
+
+    from train.vision import parse
+
+    recipe = Path(__file__).resolve().parents[1] / "train" / "recipes" / "tiny-cpu" / "vision.yaml"
+    args = parse(["--config", str(recipe)])
+    assert args.max_steps > 0 and args.position_targets == "auto" and args.object_size == [0.1, 0.45]
