@@ -90,6 +90,13 @@ def register(sub) -> dict:
     d.add_argument("--api-key", help="default: $OPENAI_API_KEY, else EMPTY")
     d.add_argument("--swap", choices=["none", "both", "random"], default="both")
     d.add_argument("--tools", choices=["on", "off"], default="on")
+    d.add_argument(
+        "--look",
+        choices=["zoom", "each"],
+        default="zoom",
+        help="oracle only: crop only where the overview is too small (zoom), or look at every candidate in turn and "
+        "describe each view right after it (each: what the tiny default can learn)",
+    )
     d.add_argument("--limit", type=int)
     d.add_argument("--concurrency", type=int, default=8)
     d.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
@@ -249,8 +256,10 @@ def _distill(args) -> int:
     if args.teacher == "oracle":
         from data_pipelines.synthetic.oracle import OracleTeacher  # noqa: PLC0415
 
-        teacher = OracleTeacher({r.id: r for r in records}, seed=args.seed)
+        teacher = OracleTeacher({r.id: r for r in records}, seed=args.seed, look=args.look)
     else:
+        if args.look != "zoom":
+            raise ValueError("--look is a policy of the oracle teacher; drop it for an endpoint teacher")
         if not args.teacher.startswith(("http://", "https://")):
             raise ValueError(f"--teacher must be 'oracle' or an http(s) base URL, not {args.teacher!r}")
         teacher = OpenAITeacher(

@@ -4,9 +4,10 @@
 import json
 import random
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pytest
+from PIL import Image
 
 from data_pipelines.labels import check_verdict
 from data_pipelines.records import read_records
@@ -18,7 +19,7 @@ from data_pipelines.synthetic.generate import (
     generate_world,
     pointwise_score,
 )
-from data_pipelines.synthetic.oracle import OracleTeacher
+from data_pipelines.synthetic.oracle import OracleTeacher, shapes_readable
 from data_pipelines.synthetic.perception import perceive
 from data_pipelines.synthetic.see import read_see
 from data_pipelines.synthetic.world import HELD_OUT, Description, Scene, layout, render
@@ -170,6 +171,51 @@ def test_oracle_reads_the_latest_view_first(oracle_runs):
                 assert f"Answer {shown[-1]} says" in think, think
                 checked["answer"] += 1
     assert checked["image"] > 20 and checked["answer"] > 10, checked
+
+
+def test_oracle_looks_at_each_candidate_in_turn(world, oracle_runs):
+    """``look="each"``: on two-image items the oracle crops image_1 then image_2 (the whole image when its shapes
+    are readable) and describes every view in the turn right after it, so each description is of the latest
+    picture; it stays as accurate as the zoom policy."""
+    out, _ = world
+    records, runs = oracle_runs
+    engine = RolloutEngine(
+        OracleTeacher({r.id: r for r in records}, look="each"),
+        settings=EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS, verdict_mode="strict"),
+    )
+    rng = random.Random(0)
+    orders = [[0] if r.task == "pointwise" else rng.sample([0, 1], 2) for r in records]
+    trajs = engine.run(
+        [r.to_task(out) for r in records], orders=orders, tools_on=True, keys=[f"{r.id}|x" for r in records]
+    )
+    pairs = [(r, t) for r, t in zip(records, trajs) if r.modality == "image" and r.task != "pointwise"]
+    assert len(pairs) > 30
+    boxes = Counter()
+    for r, t in pairs:
+        assert [c["name"] for c in t.tool_trace] == ["crop", "crop"], t.tool_trace
+        assert [c["arguments"]["image"] for c in t.tool_trace] == ["image_1", "image_2"]
+        for k, call in enumerate(t.tool_trace):
+            # The whole image when the overview's shapes are readable, else a zoom around the objects.
+            overview = WORLD_VISUAL.image_budget.fit(Image.open(out / r.candidates[t.order[k]]).convert("RGB"))
+            readable = shapes_readable(perceive(overview, min_area=1))
+            full = call["arguments"]["bbox_2d"] == [0, 0, 1000, 1000]
+            assert full == readable, (call, readable)
+            boxes[full] += 1
+        shown = []
+        for m in t.messages:
+            shown += [p["ref"] for p in m["content"] if p.get("type") == "image"]
+            if m["role"] == "assistant" and shown[-1].startswith("obs_"):
+                think = parse_turn(m["content"][0]["text"]).think
+                assert think.startswith(f"In {shown[-1]} (the crop of image_"), (think, shown)
+                assert len(re.findall(r"In (obs_\d+|image_\d+)", think)) == 1, think
+    assert boxes[False] > 0  # this test world's objects are small (the default sizes): most views need a zoom
+
+    def accuracy(ts):
+        return sum(check_verdict(r, t).correct for r, t in zip(records, ts)) / len(records)
+
+    assert accuracy(trajs) >= accuracy(runs[True]) - 0.03
+    with pytest.raises(ValueError, match="look must be one of"):
+        OracleTeacher({}, look="peek")
 
 
 def test_oracle_perceives_pixels_not_labels():

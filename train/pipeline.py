@@ -248,7 +248,8 @@ class Pipeline:
         self.sh(
             "distill",
             ["data", "distill", "--records", self.world / "train.jsonl", "--teacher", "oracle",
-             "--out", self.p("distill"), "--swap", self.cfg["distill"]["swap"]],
+             "--out", self.p("distill"), "--swap", self.cfg["distill"]["swap"],
+             "--look", self.cfg["distill"].get("look", "zoom")],
         )  # fmt: skip
 
     def _train(self, stage: str, model: Path, extra: list[Any]) -> None:

@@ -134,6 +134,16 @@ def changed_objects(desc: Description, blobs: list[Blob]) -> int:
     return max(missing, extra)
 
 
+def _finding(where: str, blobs: list[Blob], problems: list[str], c: _Ctx) -> str:
+    """One view's description and what is wrong with it, as the oracle writes it."""
+    verdict = (
+        c.pick("That matches the prompt.", "This agrees with the description.", "Nothing is off here.")
+        if not problems
+        else "But " + "; ".join(problems) + "."
+    )
+    return f"In {where} I see {_say_blobs(blobs)}. {verdict}"
+
+
 def _say_blobs(blobs: list[Blob]) -> str:
     if not blobs:
         return "nothing I can make out"
@@ -173,6 +183,18 @@ def _union_box_1000(blobs: list[Blob], image: Image.Image, pad: float = 0.8) -> 
     return out
 
 
+# How the oracle uses ``crop`` on image items when tools are on:
+# * ``zoom``: only where the overview's objects are too small to read, around them, and describe every view at the
+#   end (what a capable judge does);
+# * ``each``: look at every candidate in turn, image_1 first, and describe each view in the turn right after it
+#   arrives; the box is the whole image (the same pixels again) unless the shapes are unreadable in the overview.
+#   Every description is then about the latest picture, the one lookup the tiny backbone learns at once
+#   (scripts/probe_binding.py), and the verdict follows from text already written; a constant box is one the
+#   tiny backbone can emit (it cannot learn where objects are).
+LOOKS = ("zoom", "each")
+FULL_BOX = [0, 0, 1000, 1000]
+
+
 class OracleTeacher:
     """Writes turns for synthetic-world items. ``record_of(key)`` returns the record a trajectory is about."""
 
@@ -181,7 +203,10 @@ class OracleTeacher:
         record_of: Callable[[str], PreferenceRecord] | dict[str, PreferenceRecord],
         seed: int = 0,
         frames_per_call: int = 4,
+        look: str = "zoom",
     ) -> None:
+        if look not in LOOKS:
+            raise ValueError(f"look must be one of {', '.join(LOOKS)}, not {look!r}")
         if isinstance(record_of, dict):
             table = record_of
             self.record_of = lambda key: table[key.split("|")[0]]
@@ -189,6 +214,7 @@ class OracleTeacher:
             self.record_of = record_of
         self.seed = seed
         self.frames_per_call = frames_per_call
+        self.look = look
         self.name = "oracle"
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -217,7 +243,11 @@ class OracleTeacher:
         names = [n for n in c.images if re.fullmatch(r"image_\d+", n)]
         crops = {src: obs for obs, src in _CROP_OBS.findall(c.tool_text)}
         overview = {n: perceive(c.images[n], min_area=1) for n in names}
-        if c.tools_on and c.calls_left > 0:
+        if self.look == "each" and c.tools_on and len(names) > 1:
+            turn = self._look_each(rec, desc, c, names, crops, overview)
+            if turn is not None:
+                return turn
+        elif c.tools_on and c.calls_left > 0:
             for n in names:
                 if n in crops or not overview[n]:
                     continue
@@ -237,6 +267,7 @@ class OracleTeacher:
         }
         lines = []
         verdicts = {}
+        described = set(self._described_earlier(c, crops)) if self.look == "each" else set()
         # Describe the most recently shown view first. A student copies this order, and the one lookup the tiny
         # backbone learns at once is "the latest picture" (scripts/probe_binding.py: 1.00, against 0.5 for "the
         # picture labelled image_1"); its first finding is the one its later text leans on. The findings and the
@@ -247,18 +278,12 @@ class OracleTeacher:
             where = f"{obs} (the crop of {n})" if obs else n
             align, quality = evaluate_scene(desc, blobs) if rec.modality != "answer" else ([], [])
             verdicts[n] = (align, quality, blobs)
+            if n in described:
+                continue
             if rec.modality == "answer":
                 lines.append(f"In {where} I see {_say_blobs(blobs)}.")
                 continue
-            problems = align + quality
-            lines.append(
-                f"In {where} I see {_say_blobs(blobs)}. "
-                + (
-                    c.pick("That matches the prompt.", "This agrees with the description.", "Nothing is off here.")
-                    if not problems
-                    else "But " + "; ".join(problems) + "."
-                )
-            )
+            lines.append(_finding(where, blobs, align + quality, c))
         if rec.modality == "answer":
             return self._answer_turn(rec, world, c, lines, verdicts[names[0]][2])
         if rec.task == "pointwise":
@@ -294,6 +319,29 @@ class OracleTeacher:
             "" if pen[names[0]] != pen[names[1]] else " I cannot find a difference between them, so this is a guess."
         )
         return format_turn(" ".join(lines) + close, answer=overall)
+
+    def _look_each(self, rec, desc: Description, c: _Ctx, names: list[str], crops: dict[str, str], overview):
+        """The next crop of the ``each`` policy, after describing the view that arrived last; None when done."""
+        todo = [n for n in names if n not in crops]
+        if not todo or c.calls_left <= 0:
+            return None
+        n = todo[0]
+        box = FULL_BOX if shapes_readable(overview[n]) else _union_box_1000(overview[n], c.images[n])
+        think = c.pick("I look at {n} closely.", "Now {n}: I take a closer look.", "Let me look at {n}.").format(n=n)
+        last = self._described_earlier(c, crops, pending=True)
+        if last:
+            src = last[-1]
+            blobs = perceive(c.images[crops[src]], denoise=True)
+            align, quality = evaluate_scene(desc, blobs)
+            think = _finding(f"{crops[src]} (the crop of {src})", blobs, align + quality, c) + " " + think
+        return format_turn(think, tool=("crop", {"image": n, "bbox_2d": box}))
+
+    @staticmethod
+    def _described_earlier(c: _Ctx, crops: dict[str, str], pending: bool = False) -> list[str]:
+        """Images whose crop the ``each`` policy has described in an earlier turn: every crop but the latest (with
+        ``pending``, the latest is included: the turn being written describes it before the next crop)."""
+        order = sorted(crops, key=lambda n: int(crops[n].split("_")[1]))
+        return order if pending else order[:-1]
 
     def _answer_turn(self, rec, world, c: _Ctx, lines: list[str], blobs: list[Blob]) -> str:
         q = world["question"]
@@ -477,7 +525,9 @@ def world_groups(record) -> list[str]:
     ]
 
 
-def oracle_accuracy(world: str, split: str = "test", seed: int = 0, limit: int | None = None) -> dict:
+def oracle_accuracy(
+    world: str, split: str = "test", seed: int = 0, limit: int | None = None, look: str = "zoom"
+) -> dict:
     """The oracle's accuracy with tools and from the overview alone (strict verdicts, a random presented order
     per item), by group (:func:`world_groups`), and its tool calls per item: the ceiling the world allows and
     what its tools are worth."""
@@ -491,7 +541,7 @@ def oracle_accuracy(world: str, split: str = "test", seed: int = 0, limit: int |
 
     records = read_records(f"{world}/{split}.jsonl")[:limit]
     engine = RolloutEngine(
-        OracleTeacher({r.id: r for r in records}, seed=seed),
+        OracleTeacher({r.id: r for r in records}, seed=seed, look=look),
         settings=EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS, verdict_mode="strict"),
     )
     rng = random.Random(seed)
