@@ -31,6 +31,11 @@ def test_pipeline_fast_end_to_end(tmp_path):
     assert "perception" in json.loads((out / "see" / "manifest.json").read_text())["summary"]
     vision = json.loads((out / "vision" / "manifest.json").read_text())
     assert vision["stage"] == "vision" and vision["summary"]["after"]["colour"] >= 0
+    # The recipe's oracle looks at each candidate in turn (distill --look each): two-image trajectories crop
+    # image_1, then image_2.
+    kept = [json.loads(line) for line in (out / "distill" / "kept.jsonl").read_text().splitlines()]
+    pairs = [t for t in kept if t["task"]["modality"] == "image" and len(t["task"]["candidates"]) == 2]
+    assert pairs and all([c["arguments"]["image"] for c in t["tool_trace"]] == ["image_1", "image_2"] for t in pairs)
     grpo = json.loads((out / "grpo" / "manifest.json").read_text())["summary"]
     assert grpo["eval_before"] and grpo["eval_after"]
 
