@@ -173,21 +173,29 @@ def test_oracle_reads_the_latest_view_first(oracle_runs):
     assert checked["image"] > 20 and checked["answer"] > 10, checked
 
 
-def test_oracle_looks_at_each_candidate_in_turn(world, oracle_runs):
-    """``look="each"``: on two-image items the oracle crops image_1 then image_2 (the whole image when its shapes
-    are readable) and describes every view in the turn right after it, so each description is of the latest
-    picture; it stays as accurate as the zoom policy."""
+@pytest.fixture(scope="module")
+def each_runs(world, oracle_runs):
+    """The oracle with ``look="each"`` on the test split, tools on, in the same orders as ``oracle_runs``."""
     out, _ = world
-    records, runs = oracle_runs
+    records, _ = oracle_runs
     engine = RolloutEngine(
         OracleTeacher({r.id: r for r in records}, look="each"),
         settings=EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS, verdict_mode="strict"),
     )
     rng = random.Random(0)
     orders = [[0] if r.task == "pointwise" else rng.sample([0, 1], 2) for r in records]
-    trajs = engine.run(
+    return engine.run(
         [r.to_task(out) for r in records], orders=orders, tools_on=True, keys=[f"{r.id}|x" for r in records]
     )
+
+
+def test_oracle_looks_at_each_candidate_in_turn(world, oracle_runs, each_runs):
+    """``look="each"``: on two-image items the oracle crops image_1 then image_2 (the whole image when its shapes
+    are readable) and describes every view in the turn right after it, so each description is of the latest
+    picture; it stays as accurate as the zoom policy."""
+    out, _ = world
+    records, runs = oracle_runs
+    trajs = each_runs
     pairs = [(r, t) for r, t in zip(records, trajs) if r.modality == "image" and r.task != "pointwise"]
     assert len(pairs) > 30
     boxes = Counter()
@@ -216,6 +224,37 @@ def test_oracle_looks_at_each_candidate_in_turn(world, oracle_runs):
     assert accuracy(trajs) >= accuracy(runs[True]) - 0.03
     with pytest.raises(ValueError, match="look must be one of"):
         OracleTeacher({}, look="peek")
+
+
+def test_diagnosis_of_each_step(world, oracle_runs, each_runs):
+    """The step-by-step diagnosis scores the oracle's own trajectories as right at every step it can check, and
+    sees a judge that misreads the pictures as a perception failure, not a verdict failure."""
+    import copy  # noqa: PLC0415
+
+    from data_pipelines.synthetic.diagnose import diagnose, parse_seen, summarize  # noqa: PLC0415
+
+    assert parse_seen("a green square and two red circles") == Counter({("green", "square"): 1, ("red", "circle"): 2})
+    assert parse_seen("nothing I can make out") == Counter() and parse_seen("a blur") is None
+    out, _ = world
+    records, _ = oracle_runs
+    pairs = [(r, t) for r, t in zip(records, each_runs) if r.task == "pairwise" and r.modality == "image"]
+    s = summarize([diagnose(r, t, out, WORLD_TOOLS) for r, t in pairs])
+    print("oracle diagnosis:", s)
+    assert s["both_views_described"] == 1.0 and s["perception"] == 1.0 and s["match_call"] == 1.0, s
+    assert s["comparison"] >= 0.9, s  # a relation problem is not in the "I see" list
+    assert s["decisive_pairs"] > 10 and s["verdict_follows_calls"] == 1.0, s
+
+    # A judge that always claims to see a red cross: its perception and match calls fail, its verdicts still
+    # follow its calls.
+    blind = []
+    for r, t in pairs:
+        t = copy.deepcopy(t)
+        for m in t.messages:
+            if m["role"] == "assistant":
+                m["content"][0]["text"] = re.sub(r"I see .*?\. ", "I see a red cross. ", m["content"][0]["text"])
+        blind.append(diagnose(r, t, out, WORLD_TOOLS))
+    b = summarize(blind)
+    assert b["perception"] < 0.2 and b["verdict_follows_calls"] == 1.0, b
 
 
 def test_oracle_perceives_pixels_not_labels():

@@ -1,0 +1,127 @@
+"""Where a judge's reasoning goes wrong on the synthetic world's two-image items, step by step.
+
+A judge trained on the oracle's ``look="each"`` trajectories writes, for every candidate, the view it looked at,
+what it sees there and whether that matches the prompt ("In obs_1 (the crop of image_1) I see a green square.
+That matches the prompt."), then a verdict. Each step can be checked on its own:
+
+* **perception**: is what it says it sees what the oracle perceives in the same pixels (the crop it asked for)?
+* **comparison**: does its match / no-match call follow from what it *said* it sees and the prompt (text only)?
+* **match call**: is that call right about the picture (perception and comparison together)?
+* **verdict**: where its two calls differ, does it prefer the candidate it called a match?
+
+The oracle's own trajectories score 1.0 on every step (``tests/test_synthetic.py``); a student's numbers say which
+step to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from data_pipelines.records import PreferenceRecord
+from data_pipelines.synthetic.oracle import evaluate_scene
+from data_pipelines.synthetic.perception import perceive
+from data_pipelines.synthetic.world import NUMBER_WORDS, PLURAL, Description
+from mmreward.protocol import parse_turn
+from mmreward.tools.crop import crop_region
+
+FINDING = re.compile(
+    r"In (obs_\d+) \(the crop of (image_\d+)\) I see (.*?)\. "
+    r"(That matches the prompt|This agrees with the description|Nothing is off here|But )"
+)
+_COUNT = {**{w: n for n, w in NUMBER_WORDS.items()}, "a": 1, "an": 1}
+_SINGULAR = {p: s for s, p in PLURAL.items()}
+
+
+def parse_seen(text: str) -> Counter | None:
+    """``"a green square and two red circles"`` -> ``{("green", "square"): 1, ("red", "circle"): 2}``; None when
+    the text is not a list of counted objects (``"nothing I can make out"`` is the empty list)."""
+    if text == "nothing I can make out":
+        return Counter()
+    out: Counter = Counter()
+    for part in re.split(r", | and ", text):
+        m = re.fullmatch(r"(\w+) (\w+) (\w+)", part.strip())
+        if not m or m.group(1) not in _COUNT:
+            return None
+        n, colour, shape = m.groups()
+        out[(colour, _SINGULAR.get(shape, shape))] += _COUNT[n]
+    return out
+
+
+def _view(record: PreferenceRecord, traj, image: str, world_dir: Path, tools) -> Image.Image | None:
+    """The pixels the judge got back for its crop of ``image`` (re-rendered from the call it made)."""
+    call = next((c for c in traj.tool_trace if c["ok"] and c["arguments"].get("image") == image), None)
+    if call is None:
+        return None
+    k = int(image.split("_")[1]) - 1
+    source = Image.open(world_dir / record.candidates[traj.order[k]]).convert("RGB")
+    return tools.crop_budget.fit(crop_region(source, tuple(call["arguments"]["bbox_2d"]), tools.crop_min_side))
+
+
+def diagnose(record: PreferenceRecord, traj, world_dir: str | Path, tools) -> dict[str, Any]:
+    """One trajectory's steps: per described view, what was said and what is true; and the verdict."""
+    desc = Description.from_dict(record.metadata["world"]["description"])
+    want = Counter({(c, s): n for c, s, n in desc.groups})
+    views = {}
+    for m in traj.messages:
+        if m["role"] != "assistant":
+            continue
+        think = parse_turn(m["content"][0]["text"]).think or ""
+        for _obs, image, seen, call in FINDING.findall(think):
+            pixels = _view(record, traj, image, Path(world_dir), tools)
+            if pixels is None:
+                continue
+            blobs = perceive(pixels, denoise=True)
+            align, quality = evaluate_scene(desc, blobs)
+            said = parse_seen(seen)
+            views[image] = {
+                "said": seen,
+                "said_match": not call.startswith("But"),
+                "true": Counter((b.colour, b.shape) for b in blobs),
+                "true_match": not (align or quality),
+                "parsed": said,
+                # what the judge's own words imply: a match when what it said it sees is what the prompt asks for
+                "implied_match": None if said is None else said == want,
+            }
+    winner = (traj.verdict or {}).get("winner")
+    return {"views": views, "winner": winner}
+
+
+def summarize(diagnoses: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-step rates over many :func:`diagnose` results."""
+    n = Counter()
+    for d in diagnoses:
+        n["trajectories"] += 1
+        n["both_views_described"] += len(d["views"]) == 2
+        for v in d["views"].values():
+            n["views"] += 1
+            n["perception_right"] += v["parsed"] == v["true"]
+            n["match_call_right"] += v["said_match"] == v["true_match"]
+            if v["implied_match"] is not None:
+                n["parsed_views"] += 1
+                n["comparison_consistent"] += v["said_match"] == v["implied_match"]
+        v1, v2 = d["views"].get("image_1"), d["views"].get("image_2")
+        if v1 and v2 and v1["said_match"] != v2["said_match"] and d["winner"] is not None:
+            n["decisive"] += 1
+            n["verdict_follows_calls"] += (d["winner"] == 0) == v1["said_match"]
+
+    def rate(a: str, b: str) -> float | None:
+        return round(n[a] / n[b], 4) if n[b] else None
+
+    return {
+        "trajectories": n["trajectories"],
+        "views_described": n["views"],
+        "both_views_described": rate("both_views_described", "trajectories"),
+        "perception": rate("perception_right", "views"),
+        "comparison": rate("comparison_consistent", "parsed_views"),
+        "match_call": rate("match_call_right", "views"),
+        "decisive_pairs": n["decisive"],
+        "verdict_follows_calls": rate("verdict_follows_calls", "decisive"),
+    }
+
+
+__all__ = ["FINDING", "diagnose", "parse_seen", "summarize"]
