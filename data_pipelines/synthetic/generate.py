@@ -77,16 +77,19 @@ QUALITY_DELTA = 10.0
 KINDS = ("image", "answer", "video", "multi", "pointwise")
 SPLITS = ("train", "val", "test", "compositional")
 
-# The protocol settings the world is built for (the tiny-cpu recipe uses them): coarse overviews, tools
-# that zoom in. Needs-tool flags are computed against ``WorldConfig.visual``.
+# The protocol settings the world is built for (the tiny-cpu recipe uses them): coarse overviews (112 px), tools
+# that zoom in. A crop comes back at 224 px, so even a crop of the whole image is a 2x closer look: a tiny judge
+# that cannot locate objects still gains detail (its descriptions of such crops are right twice as often as of
+# 112-px ones: scripts/diagnose_judge.py, 0.45 against 0.22). Needs-tool flags are computed against
+# ``WorldConfig.visual``.
 WORLD_VISUAL = VisualSettings(
     image_budget=PixelBudget(56 * 56, 112 * 112),
     overview_frames=4,
     frame_budget=PixelBudget(56 * 56, 112 * 112),
 )
 WORLD_TOOLS = ToolSettings(
-    crop_min_side=112,
-    crop_budget=PixelBudget(56 * 56, 112 * 112),
+    crop_min_side=224,
+    crop_budget=PixelBudget(56 * 56, 224 * 224),
     frame_budget=PixelBudget(56 * 56, 168 * 168),
     max_frames_per_call=4,
 )
