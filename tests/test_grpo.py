@@ -170,8 +170,10 @@ def test_grpo_steps_with_tool_calls_mask_tool_tokens_and_learn(world, tiny_model
                 assert "<tool_response>" in text_masked and "obs_1" in text_masked or "Error" in text_masked
                 masked_spans += 1
     assert masked_spans > 0
-    # TRL's loss uses completion_mask * tool_mask: with the tool tokens unmasked the loss differs.
-    inputs = dict(seen[-1])
+    # TRL's loss uses completion_mask * tool_mask: with the tool tokens unmasked the loss differs (on a batch with
+    # a non-zero advantage; a group whose rewards are all equal has zero loss either way).
+    inputs = next((dict(x) for x in reversed(seen) if x["advantages"].abs().sum() > 0), None)
+    assert inputs is not None, "every batch had zero advantages"
     trainer.model.eval()
     with torch.no_grad():
         masked = float(original(trainer.model, inputs))
