@@ -187,12 +187,18 @@ def _union_box_1000(blobs: list[Blob], image: Image.Image, pad: float = 0.8) -> 
 # * ``zoom``: only where the overview's objects are too small to read, around them, and describe every view at the
 #   end (what a capable judge does);
 # * ``each``: look at every candidate in turn, image_1 first, and describe each view in the turn right after it
-#   arrives; the box is the whole image (the same pixels again) unless the shapes are unreadable in the overview.
+#   arrives; the box is the whole image (a crop comes back at the crop budget, finer than the overview) unless
+#   the shapes are unreadable in the overview, then the zoom box.
 #   Every description is then about the latest picture, the one lookup the tiny backbone learns at once
 #   (scripts/probe_binding.py), and the verdict follows from text already written; a constant box is one the
 #   tiny backbone can emit (it cannot learn where objects are).
 LOOKS = ("zoom", "each")
 FULL_BOX = [0, 0, 1000, 1000]
+
+
+def _crop_order(crops: dict[str, str]) -> list[str]:
+    """The cropped images (``{image: obs}``) in the order their crops arrived."""
+    return sorted(crops, key=lambda n: int(crops[n].split("_")[1]))
 
 
 class OracleTeacher:
@@ -244,7 +250,7 @@ class OracleTeacher:
         crops = {src: obs for obs, src in _CROP_OBS.findall(c.tool_text)}
         overview = {n: perceive(c.images[n], min_area=1) for n in names}
         if self.look == "each" and c.tools_on and len(names) > 1:
-            turn = self._look_each(rec, desc, c, names, crops, overview)
+            turn = self._look_each(desc, c, names, crops, overview)
             if turn is not None:
                 return turn
         elif c.tools_on and c.calls_left > 0:
@@ -267,7 +273,8 @@ class OracleTeacher:
         }
         lines = []
         verdicts = {}
-        described = set(self._described_earlier(c, crops)) if self.look == "each" else set()
+        # The ``each`` policy described every crop but the latest in the turn after it arrived.
+        described = set(_crop_order(crops)[:-1]) if self.look == "each" else set()
         # Describe the most recently shown view first. A student copies this order, and the one lookup the tiny
         # backbone learns at once is "the latest picture" (scripts/probe_binding.py: 1.00, against 0.5 for "the
         # picture labelled image_1"); its first finding is the one its later text leans on. The findings and the
@@ -320,7 +327,7 @@ class OracleTeacher:
         )
         return format_turn(" ".join(lines) + close, answer=overall)
 
-    def _look_each(self, rec, desc: Description, c: _Ctx, names: list[str], crops: dict[str, str], overview):
+    def _look_each(self, desc: Description, c: _Ctx, names: list[str], crops: dict[str, str], overview):
         """The next crop of the ``each`` policy, after describing the view that arrived last; None when done."""
         todo = [n for n in names if n not in crops]
         if not todo or c.calls_left <= 0:
@@ -328,20 +335,13 @@ class OracleTeacher:
         n = todo[0]
         box = FULL_BOX if shapes_readable(overview[n]) else _union_box_1000(overview[n], c.images[n])
         think = c.pick("I look at {n} closely.", "Now {n}: I take a closer look.", "Let me look at {n}.").format(n=n)
-        last = self._described_earlier(c, crops, pending=True)
-        if last:
-            src = last[-1]
+        done = _crop_order(crops)
+        if done:  # describe the crop that arrived last before asking for the next
+            src = done[-1]
             blobs = perceive(c.images[crops[src]], denoise=True)
             align, quality = evaluate_scene(desc, blobs)
             think = _finding(f"{crops[src]} (the crop of {src})", blobs, align + quality, c) + " " + think
         return format_turn(think, tool=("crop", {"image": n, "bbox_2d": box}))
-
-    @staticmethod
-    def _described_earlier(c: _Ctx, crops: dict[str, str], pending: bool = False) -> list[str]:
-        """Images whose crop the ``each`` policy has described in an earlier turn: every crop but the latest (with
-        ``pending``, the latest is included: the turn being written describes it before the next crop)."""
-        order = sorted(crops, key=lambda n: int(crops[n].split("_")[1]))
-        return order if pending else order[:-1]
 
     def _answer_turn(self, rec, world, c: _Ctx, lines: list[str], blobs: list[Blob]) -> str:
         q = world["question"]
