@@ -65,6 +65,7 @@ from data_pipelines.synthetic.world import (
     layout,
     render,
     sample_description,
+    share_first_colour,
 )
 from mmreward.media import PixelBudget, sample_frame_indices, save_video, smart_resize
 from mmreward.protocol import VisualSettings
@@ -221,13 +222,7 @@ class _Item:
         cfg, rng = self.cfg, self.rng
         desc = sample_description(rng, self.combos, cfg.n_objects, cfg.relation_prob)
         if len(desc.groups) >= 2 and rng.random() < cfg.shared_colour_prob:
-            # Reuse the first group's colour with another shape, so shape is what tells them apart.
-            c0 = desc.groups[0][0]
-            used = {(g[0], g[1]) for g in desc.groups}
-            options = [s for s in SHAPES if (c0, s) in set(self.combos) and (c0, s) not in used]
-            if options:
-                _, _, n = desc.groups[1]
-                desc.groups[1] = (c0, rng.choice(options), n)
+            share_first_colour(desc, rng, self.combos)
         if self.split == "compositional" and not any((c, s) in _held_out() for c, s, _ in desc.groups):
             c, s = self.rng.choice(sorted(_held_out()))
             desc.groups[0] = (c, s, desc.groups[0][2])

@@ -78,6 +78,25 @@ def evaluate_colours(desc: Description, blobs: list[Blob]) -> list[str]:
     return issues
 
 
+def count_issues(want: dict[tuple[str, str], int], seen: Counter) -> list[str]:
+    """What differs between the (colour, shape) counts a prompt asks for and those seen, as the oracle says it:
+    missing groups and wrong counts in the prompt's order, then unexpected objects in the order they were seen."""
+    issues = []
+    for (c, s), n in want.items():
+        m = seen.get((c, s), 0)
+        if m == 0:
+            issues.append(f"there is no {c} {s}")
+        elif m != n:
+            noun = s if m == 1 else PLURAL[s]
+            issues.append(
+                f"there {'is' if m == 1 else 'are'} {NUMBER_WORDS.get(m, m)} {c} {noun}, not {NUMBER_WORDS.get(n, n)}"
+            )
+    for c, s in seen:
+        if (c, s) not in want:
+            issues.append(f"there is an unexpected {c} {s}")
+    return issues
+
+
 def evaluate_scene(desc: Description, blobs: list[Blob]) -> tuple[list[str], list[str]]:
     """Alignment issues (prompt vs picture) and quality issues, as short sentences."""
     if not shapes_readable(blobs):
@@ -93,19 +112,7 @@ def evaluate_scene(desc: Description, blobs: list[Blob]) -> tuple[list[str], lis
         return (b.colour, b.shape)
 
     seen = Counter(key(b) for b in blobs)
-    align = []
-    for (c, s), n in want.items():
-        m = seen.get((c, s), 0)
-        if m == 0:
-            align.append(f"there is no {c} {s}")
-        elif m != n:
-            noun = s if m == 1 else PLURAL[s]
-            align.append(
-                f"there {'is' if m == 1 else 'are'} {NUMBER_WORDS.get(m, m)} {c} {noun}, not {NUMBER_WORDS.get(n, n)}"
-            )
-    for c, s in seen:
-        if (c, s) not in want:
-            align.append(f"there is an unexpected {c} {s}")
+    align = count_issues(want, seen)
     if desc.relation is not None and not align:
         a, rel, b = desc.relation
         ga, gb = desc.groups[a], desc.groups[b]
@@ -134,20 +141,24 @@ def changed_objects(desc: Description, blobs: list[Blob]) -> int:
     return max(missing, extra)
 
 
+# What the oracle says when a view shows what the prompt asks for (it varies the wording).
+MATCH_PHRASES = ("That matches the prompt.", "This agrees with the description.", "Nothing is off here.")
+
+
 def _finding(where: str, blobs: list[Blob], problems: list[str], c: _Ctx) -> str:
     """One view's description and what is wrong with it, as the oracle writes it."""
-    verdict = (
-        c.pick("That matches the prompt.", "This agrees with the description.", "Nothing is off here.")
-        if not problems
-        else "But " + "; ".join(problems) + "."
-    )
+    verdict = c.pick(*MATCH_PHRASES) if not problems else "But " + "; ".join(problems) + "."
     return f"In {where} I see {_say_blobs(blobs)}. {verdict}"
 
 
 def _say_blobs(blobs: list[Blob]) -> str:
-    if not blobs:
+    return say_counts(Counter((b.colour, b.shape) for b in blobs))
+
+
+def say_counts(counts: Counter) -> str:
+    """``{("green", "square"): 1, ("red", "circle"): 2}`` -> "a green square and two red circles", in its order."""
+    if not counts:
         return "nothing I can make out"
-    counts = Counter((b.colour, b.shape) for b in blobs)
     parts = [
         f"{article_for(c)} {c} {s}" if n == 1 else f"{NUMBER_WORDS.get(n, n)} {c} {PLURAL[s]}"
         for (c, s), n in counts.items()

@@ -296,6 +296,16 @@ def sample_description(
     return Description(groups, relation)
 
 
+def share_first_colour(desc: Description, rng: random.Random, combos: list[tuple[str, str]]) -> None:
+    """Give the second group the first group's colour with another shape (in place, when an allowed one is left),
+    so that shape is what tells them apart."""
+    c0 = desc.groups[0][0]
+    used = {(g[0], g[1]) for g in desc.groups}
+    options = [s for s in SHAPES if (c0, s) in set(combos) and (c0, s) not in used]
+    if options:
+        desc.groups[1] = (c0, rng.choice(options), desc.groups[1][2])
+
+
 def possible_defects(desc: Description, combos: list[tuple[str, str]]) -> list[str]:
     kinds = ["colour", "shape", "count"]
     if desc.relation is not None:
