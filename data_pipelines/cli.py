@@ -61,6 +61,13 @@ def register(sub) -> dict:
         default=0,
         help="text-only lookup rows for stage 0's warm-up, written to OUT/see/lookup/ (default 0 = none)",
     )
+    s.add_argument(
+        "--compare",
+        type=int,
+        default=0,
+        help="text-only comparison rows (what is seen against the prompt, in the oracle's words) for stage 0, "
+        "written to OUT/see/compare/ (default 0 = none)",
+    )
     s.add_argument("--workers", type=int, default=1, help="worker processes")
     s.add_argument("--canvas", type=int, default=448)
     s.add_argument(
@@ -238,6 +245,11 @@ def _synth(args) -> int:
 
         lm = generate_lookup(Path(args.out) / "see" / "lookup", args.lookup, seed=args.seed)
         _print_table("lookup warm-up rows (text only):", lm["splits"])
+    if args.compare:
+        from data_pipelines.synthetic.compare import generate_compare  # noqa: PLC0415
+
+        cm = generate_compare(Path(args.out) / "see" / "compare", args.compare, seed=args.seed)
+        _print_table("comparison rows (text only):", cm["splits"])
     return 0
 
 

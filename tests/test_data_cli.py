@@ -65,11 +65,31 @@ def test_convert_bad_input_is_an_error_not_a_crash(tmp_path, capsys):
 def test_synth_stats_and_oracle_distill(tmp_path, capsys):
     world = tmp_path / "world"
     assert (
-        main(["data", "synth", "--out", str(world), "--n", "16", "--seed", "2", "--see", "10", "--lookup", "12"]) == 0
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(world),
+                "--n",
+                "16",
+                "--seed",
+                "2",
+                "--see",
+                "10",
+                "--lookup",
+                "12",
+                "--compare",
+                "14",
+            ]
+        )
+        == 0
     )
     out = capsys.readouterr().out
     assert "items/min" in out and "lookup warm-up rows" in out
     assert len((world / "see" / "lookup" / "train.jsonl").read_text().splitlines()) == 12
+    assert "comparison rows" in out
+    assert len((world / "see" / "compare" / "train.jsonl").read_text().splitlines()) == 14
     assert main(["data", "stats", str(world / "test.jsonl"), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["records"] == 8 and stats["media"]["with_media"] == 8 and stats["needs_tool"]

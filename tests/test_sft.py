@@ -380,7 +380,7 @@ def test_perception_diagnostics_locate_and_contrast(tiny_model):
     whether image features still differ between an object and the background."""
     from PIL import Image, ImageDraw
 
-    from train.see import locate_metrics, question_kind, visual_contrast
+    from train.see import locate_metrics, match_calls_right, question_kind, visual_contrast
 
     assert question_kind("Where is the red circle?") == "where"
     assert question_kind("Locate the objects.") == "locate"
@@ -397,6 +397,22 @@ def test_perception_diagnostics_locate_and_contrast(tiny_model):
     assert question_kind("Video 1:\na red cross.\nVideo 2:\na blue cross.\n\nWhich video shows a red cross?") == (
         "which_image"
     )
+
+    # comparison rows: the question on the last line; each crop's match call scored on its own
+    row = {
+        "question": "Prompt: A red cross.\nobs_1 (the crop of image_1) shows a red cross.\n"
+        "obs_2 (the crop of image_2) shows a blue cross.\nWhat do you see, and does it match the prompt?",
+        "match": [True, False],
+    }
+    assert question_kind(row["question"]) == "compare"
+    one, two = (
+        "In obs_1 (the crop of image_1) I see a red cross.",
+        "In obs_2 (the crop of image_2) I see a blue cross.",
+    )
+    assert match_calls_right(row, f"{one} Nothing is off here. {two} But there is no red cross.") == [True, True]
+    assert match_calls_right(row, f"{one} But there is no red cross. {two} That matches the prompt.") == [False, False]
+    assert match_calls_right(row, f"{one} This agrees with the description.") == [True, False]  # obs_2 unsaid
+    assert match_calls_right(row, "a red cross.") == [False, False]
 
     truth = [[0, 0, 100, 100], [900, 900, 1000, 1000]]
     perfect = locate_metrics([(t, list(t)) for t in truth])

@@ -22,7 +22,7 @@ from data_pipelines.synthetic.generate import (
 from data_pipelines.synthetic.oracle import OracleTeacher, shapes_readable
 from data_pipelines.synthetic.perception import perceive
 from data_pipelines.synthetic.see import read_see
-from data_pipelines.synthetic.world import HELD_OUT, Description, Scene, layout, render
+from data_pipelines.synthetic.world import HELD_OUT, NUMBER_WORDS, PLURAL, Description, Scene, layout, render
 from mmreward.media import open_video, sample_frame_indices
 from mmreward.protocol import parse_turn
 from mmreward.rollout import EngineSettings, RolloutEngine
@@ -355,3 +355,69 @@ def test_lookup_warmup_rows(tmp_path):
             assert r["answer"] == values[k - 1] + "."
             kinds["what"] += 1
     assert kinds["which"] > 100 and kinds["what"] > 100
+
+
+def test_comparison_warmup_rows(tmp_path):
+    """The text-only comparison rows: for each crop the answer repeats what it shows and then says, in the oracle's
+    own words, whether that is what the prompt asks for. Checked against the diagnosis's reading of the same sentence
+    (``FINDING``, ``parse_seen``) and the prompt's counts read back from its words: a match exactly when the two
+    agree, and every missing, miscounted and unexpected object named. Generation is seeded; one- and two-crop rows,
+    matches and each kind of mismatch are all common."""
+    from data_pipelines.synthetic.compare import QUESTION, generate_compare  # noqa: PLC0415
+    from data_pipelines.synthetic.diagnose import FINDING, parse_seen  # noqa: PLC0415
+    from data_pipelines.synthetic.oracle import MATCH_PHRASES  # noqa: PLC0415
+
+    m = generate_compare(tmp_path / "cmp", 600, seed=1, n_val=20)
+    assert m["splits"] == {"train": 600, "val": 20} and 0.3 < m["match_share"]["train"] < 0.6
+    assert generate_compare(tmp_path / "cmp2", 600, seed=1, n_val=20) == m
+    assert (tmp_path / "cmp2" / "train.jsonl").read_text() == (tmp_path / "cmp" / "train.jsonl").read_text()
+    kinds = Counter()
+    number = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+    singular = {p: s for s, p in PLURAL.items()}
+    for r in read_see(tmp_path / "cmp" / "train.jsonl"):
+        assert r["images"] == [] and r["view"] == "compare"
+        prompt, *shows, question = r["question"].split("\n")
+        assert question == QUESTION and len(shows) == len(r["match"]) in (1, 2)
+        kinds[f"{len(shows)} crops"] += 1
+        body = re.sub(
+            r"^Prompt: (An image of |A picture showing |A simple drawing of |A plain background with )?", "", prompt
+        ).rstrip(".")
+        want = Counter()
+        for part in re.split(r", | and ", body):
+            n, colour, shape = part.lower().split()
+            want[(colour, singular.get(shape, shape))] += number[n]
+        findings = FINDING.findall(r["answer"] + " ")
+        sentences = re.split(r" (?=In obs_\d)", r["answer"])
+        assert len(findings) == len(sentences) == len(shows)
+        for k, (line, (obs, image, seen_text, _), sentence, match) in enumerate(
+            zip(shows, findings, sentences, r["match"]), 1
+        ):
+            assert (obs, image) == (f"obs_{k}", f"image_{k}")
+            assert line == f"obs_{k} (the crop of image_{k}) shows {seen_text}."
+            verdict = sentence.split(f"I see {seen_text}. ", 1)[1]
+            seen = parse_seen(seen_text)
+            assert (seen == want) == match
+            if match:
+                assert verdict in MATCH_PHRASES
+                kinds["match"] += 1
+                continue
+            assert verdict.startswith("But ")
+            issues = verdict[4:-1].split("; ")
+            for (colour, shape), n in want.items():
+                if seen[(colour, shape)] == 0:
+                    assert f"there is no {colour} {shape}" in issues
+                    kinds["missing"] += 1
+                elif seen[(colour, shape)] != n:
+                    k = seen[(colour, shape)]
+                    there = (
+                        f"there is one {colour} {shape}"
+                        if k == 1
+                        else f"there are {NUMBER_WORDS[k]} {colour} {PLURAL[shape]}"
+                    )
+                    assert f"{there}, not {NUMBER_WORDS[n]}" in issues
+                    kinds["count"] += 1
+            for colour, shape in seen:
+                if (colour, shape) not in want:
+                    assert f"there is an unexpected {colour} {shape}" in issues
+                    kinds["unexpected"] += 1
+    assert min(kinds.values()) > 40 and len(kinds) == 6, kinds

@@ -14,11 +14,16 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from data_pipelines.synthetic.diagnose import FINDING
+from data_pipelines.synthetic.oracle import MATCH_PHRASES
 from train.render import see_content
 from train.sft import main as sft_main
 
 
 def _norm(text: str) -> str:
+    # The oracle words "it matches" three ways (a comparison row's answer may use any): count them as one.
+    for phrase in MATCH_PHRASES[1:]:
+        text = text.replace(phrase, MATCH_PHRASES[0])
     return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
 
 
@@ -32,6 +37,7 @@ QUESTION_KINDS = (
     ("change", re.compile(r"^What changes between")),
     ("name_image", re.compile(r"^What is in (image|video|Answer) \d")),
     ("which_image", re.compile(r"^Which (image|video|answer) shows ")),
+    ("compare", re.compile(r"^What do you see, and does it match the prompt")),
 )
 _BOX = re.compile(r"crop box \[(\d+), (\d+), (\d+), (\d+)\]")
 
@@ -43,6 +49,13 @@ def question_kind(question: str) -> str:
         if pattern.search(question):
             return kind
     return "caption"
+
+
+def match_calls_right(row: dict, text: str) -> list[bool]:
+    """For a comparison row (``data_pipelines.synthetic.compare``): per crop, whether the answer's match / no-match
+    call about it is right, whatever else it says. A crop the answer says nothing about counts as wrong."""
+    calls = {obs: not call.startswith("But") for obs, _, _, call in FINDING.findall(text + " ")}
+    return [calls.get(f"obs_{k}") == truth for k, truth in enumerate(row["match"], 1)]
 
 
 def _box_iou(a: list[int], b: list[int]) -> float:
@@ -139,6 +152,8 @@ def evaluate_see(model, processor, path: str, limit: int | None = 300, batch_siz
             kind = question_kind(r["question"])
             for g in ("all", f"view={r.get('view')}", f"level={r.get('level')}", f"kind={kind}"):
                 groups[g].append(ok)
+            if "match" in r:
+                groups["compare_match_call"] += match_calls_right(r, out.text)
             truth = _BOX.search(r["answer"])
             if kind == "locate" and truth:
                 said = _BOX.search(out.text)
