@@ -256,12 +256,18 @@ class SeeDataset(torch.utils.data.Dataset):
     """ "Learning to see" rows (``data_pipelines.synthetic.see``) as one-turn chats: images and a question from the
     user, the answer from the assistant (the only trained tokens)."""
 
-    def __init__(self, path: str | os.PathLike, renderer: Renderer, root: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        renderer: Renderer,
+        root: str | os.PathLike | None = None,
+        limit: int | None = None,
+    ) -> None:
         from PIL import Image  # noqa: PLC0415
 
         self.renderer = renderer
         root = Path(root) if root is not None else Path(path).parent
-        self.rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+        self.rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()][:limit]
         self._load = lambda p: Image.open(root / p).convert("RGB")
         self._cache: dict[int, Example] = {}
 

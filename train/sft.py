@@ -54,6 +54,10 @@ class SFTScriptArguments:
             "help": "learning-to-see JSONL files (captions and questions about images, crops, frames) to train on"
         },
     )
+    see_limit: int | None = field(
+        default=None,
+        metadata={"help": "use only the first N rows of each see file (e.g. a share of warm-up rows mixed into SFT)"},
+    )
     pack: bool = field(default=False, metadata={"help": "padding-free packing with exact mRoPE positions"})
     freeze_vision_tower: bool = False
     freeze_projector: bool = False
@@ -264,7 +268,7 @@ def build_datasets(
     n_traj = len(parts[0].trajectories) if parts else 0
     n_segments = len(parts[0]) if parts else 0
     for f in script.see_files:
-        see = SeeDataset(f, renderer)
+        see = SeeDataset(f, renderer, limit=script.see_limit)
         for i in range(len(see)):
             see[i]
         parts.append(see)
