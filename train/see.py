@@ -130,7 +130,9 @@ def evaluate_see(model, processor, path: str, limit: int | None = 300, batch_siz
     root = Path(path).parent
     rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()][:limit]
     model.eval()
-    max_new_tokens = 40  # the longest answers (locating: a count, a box and colours) take up to 34
+    # Room for the longest reference answer (learning-to-see answers take up to 34 tokens, comparison rows about 90).
+    longest = max((len(processor.tokenizer(r["answer"])["input_ids"]) for r in rows), default=0)
+    max_new_tokens = max(40, longest + 8)
     gen = TransformersGenerator(model, processor, SamplingSettings(max_new_tokens=max_new_tokens, temperature=0.0))
     groups: dict[str, list[bool]] = defaultdict(list)
     boxes: list[tuple[list[int], list[int] | None]] = []
