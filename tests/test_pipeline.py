@@ -29,6 +29,13 @@ def test_pipeline_fast_end_to_end(tmp_path):
         assert m["stage"] == stage and m["summary"]["global_step"] > 0 and m["code_version"], stage
         assert (out / stage / "model.safetensors").is_file(), stage
     assert "perception" in json.loads((out / "see" / "manifest.json").read_text())["summary"]
+    # Stage 0 ends with the text-only comparison warm-up, and SFT starts from it.
+    compare = json.loads((out / "compare" / "manifest.json").read_text())
+    assert compare["inputs"]["model"] == str(out / "see")
+    assert compare["summary"]["perception"]["groups"]["compare_match_call"]["n"] > 0
+    sft = json.loads((out / "sft" / "manifest.json").read_text())
+    assert sft["inputs"]["model"] == str(out / "compare") and sft["summary"]["see_examples"] == 100  # the mix
+    assert "0b comparing with the prompt" in (out / "report.md").read_text()
     vision = json.loads((out / "vision" / "manifest.json").read_text())
     assert vision["stage"] == "vision" and vision["summary"]["after"]["colour"] >= 0
     # The recipe's oracle looks at each candidate in turn (distill --look each): two-image trajectories crop
@@ -69,7 +76,7 @@ def test_stage0_cache_key_follows_the_code_that_writes_its_data(tmp_path, monkey
     monkeypatch.setattr(pl, "REPO", src)
     p = pl.Pipeline.__new__(pl.Pipeline)
     p.cfg = {"model": {"hidden_size": 8}, "world": {"n": 4}, "see": {"num_train_epochs": 1}}
-    p.fast = False
+    p.fast, p.out = False, tmp_path / "run"
     recipe = tmp_path / "see.yaml"
     recipe.write_text("learning_rate: 1.0e-3\n")
     p.stage_recipe = lambda stage: recipe
@@ -85,7 +92,10 @@ def test_stage0_cache_key_follows_the_code_that_writes_its_data(tmp_path, monkey
     recipe.write_text("learning_rate: 2.0e-3\n")
     fourth = p._stage0_key()
     p.cfg["vision"] = {"max_steps": 10}  # the vision pretraining that stage 0 starts from
-    assert len({first, second, third, fourth, p._stage0_key()}) == 5
+    fifth = p._stage0_key()
+    p.cfg["compare"] = {"max_steps": 10}  # the comparison warm-up that ends stage 0
+    assert len({first, second, third, fourth, fifth, p._stage0_key()}) == 6
+    assert p._stage0_dirs() == ["vision", "see", "compare"] and p.sft_start.name == "compare"
 
 
 def test_report_shows_a_judge_that_answers_by_position(tmp_path):

@@ -8,7 +8,8 @@ by ``train/recipes/<recipe>/pipeline.yaml``; there is no second implementation o
  1. ``model``    build the tiny model (``mmreward init-tiny``)
  2. ``world``    the synthetic world: train/val/test/compositional and learning-to-see data (``mmreward data synth``)
  3. ``see``      vision pretraining of the tiny tower on dense per-token labels (``mmreward train vision``), then
-                 stage 0, learning to see (``mmreward train see``), with perception accuracy on held-out questions;
+                 stage 0, learning to see (``mmreward train see``), with perception accuracy on held-out questions,
+                 then (with a ``compare`` section) a text-only warm-up on comparing what is seen with the prompt;
                  its checkpoint is cached under ``runs/.cache/stage0/<key>`` and reused by later runs with the same
                  model, world and stage-0 settings and the same code that writes and trains on its data
  4. ``distill``  reference trajectories from the oracle teacher (``mmreward data distill --teacher oracle``)
@@ -189,6 +190,8 @@ class Pipeline:
         args += ["--workers", "2"]
         if w.get("object_size"):
             args += ["--object-size", *w["object_size"]]
+        if w.get("compare"):
+            args += ["--compare", w["compare"]]
         self.sh("world", args)
 
     def _stage0_key(self) -> str:
@@ -196,25 +199,40 @@ class Pipeline:
         settings, the stage-0 recipe, and the source of what builds the model, writes the learning-to-see data and
         trains on it. Keyed on settings alone, a long-lived checkout reused a checkpoint trained on older data."""
         settings = [self.cfg["model"], self.cfg["world"], self.cfg.get("vision"), self.cfg["see"], self.fast]
+        if self.cfg.get("compare"):
+            settings.append(self.cfg["compare"])
         blob = json.dumps(settings, sort_keys=True)
-        recipes = "".join(Path(self.stage_recipe(s)).read_text() for s in ("vision", "see"))
+        recipes = "".join(Path(self.stage_recipe(s)).read_text() for s in self._stage0_dirs())
         h = hashlib.sha256((blob + recipes).encode())
         for path in STAGE0_SOURCES:
             for f in sorted((REPO / path).glob("*.py")) if (REPO / path).is_dir() else [REPO / path]:
                 h.update(f.relative_to(REPO).as_posix().encode() + b"\0" + f.read_bytes())
         return h.hexdigest()[:16]
 
+    def _stage0_dirs(self) -> list[str]:
+        """The run folders stage 0 writes: vision pretraining, learning to see and, when the recipe has a
+        ``compare`` section, the text-only comparison warm-up after it."""
+        return ["vision", "see", *(["compare"] if self.cfg.get("compare") else [])]
+
+    @property
+    def sft_start(self) -> Path:
+        """The checkpoint cold-start SFT starts from: the last of stage 0's parts."""
+        return self.p(self._stage0_dirs()[-1])
+
     def done_see(self) -> bool:
-        return self.p("see", "manifest.json").is_file() and self.p("see", "model.safetensors").is_file()
+        return all(
+            self.p(d, "manifest.json").is_file() and self.p(d, "model.safetensors").is_file()
+            for d in self._stage0_dirs()[1:]
+        )
 
     def step_see(self) -> None:
         """vision pretraining, then stage 0: teach the tiny backbone to see (captions and questions about images, crops, frames)"""
         cache = REPO / "runs" / ".cache" / "stage0" / self._stage0_key()
-        vision_cache = cache.with_name(cache.name + "-vision")  # the vision pretraining stage 0 started from
-        if (cache / "manifest.json").is_file() and (vision_cache / "manifest.json").is_file() and not self.force:
-            for src, dst in ((cache, self.p("see")), (vision_cache, self.p("vision"))):
-                shutil.rmtree(dst, ignore_errors=True)
-                shutil.copytree(src, dst)
+        caches = {d: cache if d == "see" else cache.with_name(f"{cache.name}-{d}") for d in self._stage0_dirs()}
+        if all((c / "manifest.json").is_file() for c in caches.values()) and not self.force:
+            for d, src in caches.items():
+                shutil.rmtree(self.p(d), ignore_errors=True)
+                shutil.copytree(src, self.p(d))
             print(f"  reused the cached stage-0 checkpoint {cache}", flush=True)
             return
         v = self.cfg.get("vision") or {}
@@ -235,8 +253,20 @@ class Pipeline:
              "--num_train_epochs", s["num_train_epochs"],
              "--output_dir", self.p("see"), "--report_to", "tensorboard"],
         )  # fmt: skip
+        if self.cfg.get("compare"):
+            c = self.cfg["compare"]
+            self.sh(
+                "see",
+                ["train", "see", "--config", self.stage_recipe("compare"),
+                 "--model_name_or_path", self.p("see"),
+                 "--see_files", self.world / "see" / "compare" / "train.jsonl",
+                 "--eval_see", self.world / "see" / "compare" / "val.jsonl",
+                 "--eval_see_limit", c["eval_see_limit"], "--max_steps", c["max_steps"],
+                 "--output_dir", self.p("compare"), "--report_to", "tensorboard"],
+            )  # fmt: skip
         cache.parent.mkdir(parents=True, exist_ok=True)
-        for src, dst in ((self.p("vision"), vision_cache), (self.p("see"), cache)):
+        for d, dst in caches.items():
+            src = self.p(d)
             shutil.rmtree(dst, ignore_errors=True)
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoint-*", "runs"))
 
@@ -267,16 +297,11 @@ class Pipeline:
 
     def step_sft(self) -> None:
         """cold-start SFT on the distilled trajectories"""
-        self._train(
-            "sft",
-            self.p("see"),
-            [
-                "--train_files",
-                self.p("distill", "kept.jsonl"),
-                "--num_train_epochs",
-                self.cfg["sft"]["num_train_epochs"],
-            ],
-        )
+        s = self.cfg["sft"]
+        extra = ["--train_files", self.p("distill", "kept.jsonl"), "--num_train_epochs", s["num_train_epochs"]]
+        if s.get("compare_rows"):  # keep the comparison warm-up's skill while the judge learns its trajectories
+            extra += ["--see_files", self.world / "see" / "compare" / "train.jsonl", "--see_limit", s["compare_rows"]]
+        self._train("sft", self.sft_start, extra)
 
     def done_reject(self) -> bool:
         return self.p("rejection", "report.json").is_file()

@@ -68,18 +68,31 @@ def collect(pipe) -> dict[str, Any]:
                 g = eval_groups(pipe.eval_dir(stage, sp, tools), records.get(sp, {}))
                 if g is not None:
                     evals.setdefault(stage, {}).setdefault(sp, {})[tools] = g
-    manifests = {s: _read(pipe.p(s, "manifest.json")) for s in ("vision", "see", "sft", "rft", "grpo")}
+    manifests = {s: _read(pipe.p(s, "manifest.json")) for s in ("vision", "see", "compare", "sft", "rft", "grpo")}
     return {
         "evals": evals,
         "oracle": _read(pipe.p("eval", "oracle.json")),
         "vision": (manifests["vision"] or {}).get("summary"),
         "perception": (manifests["see"] or {}).get("summary", {}).get("perception"),
+        "comparison": (manifests["compare"] or {}).get("summary", {}).get("perception"),
         "summaries": {s: (m or {}).get("summary") for s, m in manifests.items()},
         "distill": _read(pipe.p("distill", "summary.json")),
         "rejection": _read(pipe.p("rejection", "report.json")),
         "serve": _read(pipe.p("serve", "smoke.json")),
         "steps": pipe.state.get("steps", {}),
     }
+
+
+def _compare_row(pipe, comparison: dict | None) -> str:
+    """The stages table's row for the text-only comparison warm-up, when the recipe has one."""
+    if not pipe.cfg.get("compare"):
+        return ""
+    groups = (comparison or {}).get("groups", {})
+    call = (groups.get("compare_match_call") or {}).get("accuracy")
+    return (
+        f"| 0b comparing with the prompt | {pipe.cfg['world'].get('compare', '-')} text-only rows: a prompt and what a "
+        f"picture shows | match call {_f(call)}, exact answer {_f((comparison or {}).get('accuracy'))} (held out) |\n"
+    )
 
 
 def _acc(evals, stage, split, tools, group="all"):
@@ -280,7 +293,7 @@ of the synthetic world: overview images at most 112x112, 4 overview frames (`dat
 |---|---|---|
 | 0a vision pretraining | {_vision_data(data.get("vision"))} | {_vision_result(data.get("vision"))} |
 | 0 learning to see | {pipe.cfg["world"]["see"]} captions/questions on images, crops, frames | perception {_f((data.get("perception") or {}).get("accuracy"))} (exact match, held out) |
-| 1 cold-start SFT | oracle-distilled trajectories ({(data.get("distill") or {}).get("kept", "-")} kept) | val {_f(((s.get("sft") or {}).get("eval") or {}).get("accuracy"))} |
+{_compare_row(pipe, data.get("comparison"))}| 1 cold-start SFT | oracle-distilled trajectories ({(data.get("distill") or {}).get("kept", "-")} kept) | val {_f(((s.get("sft") or {}).get("eval") or {}).get("accuracy"))} |
 | 2 rejection sampling + RFT | K={pipe.cfg["reject"]["k"]} samples on {pipe.cfg["reject"]["limit"]} items | val {_f(((s.get("rft") or {}).get("eval") or {}).get("accuracy"))} |
 | 3 GRPO with tools | the GRPO pool, {pipe.cfg["grpo"]["max_steps"]} steps | val {_f(((s.get("grpo") or {}).get("eval_after") or {}).get("accuracy"))} |
 
@@ -343,7 +356,7 @@ def write_report(pipe) -> str:
             " (about 0.2 at random init; near 0 means the image features collapsed to a constant)"
         )
     lines += ["", "## Training", ""]
-    for stage in ("see", "sft", "rft", "grpo"):
+    for stage in ("see", "compare", "sft", "rft", "grpo"):
         s = data["summaries"].get(stage)
         if not s:
             continue
