@@ -35,7 +35,8 @@ def test_pipeline_fast_end_to_end(tmp_path):
     assert compare["summary"]["perception"]["groups"]["compare_match_call"]["n"] > 0
     sft = json.loads((out / "sft" / "manifest.json").read_text())
     assert sft["inputs"]["model"] == str(out / "compare") and sft["summary"]["see_examples"] == 100  # the mix
-    assert "0b comparing with the prompt" in (out / "report.md").read_text()
+    assert "## Stage 0b: comparing with the prompt" in (out / "report.md").read_text()
+    assert "| 0b comparing with the prompt |" in (out / "grpo" / "README.md").read_text()
     vision = json.loads((out / "vision" / "manifest.json").read_text())
     assert vision["stage"] == "vision" and vision["summary"]["after"]["colour"] >= 0
     # The recipe's oracle looks at each candidate in turn (distill --look each): two-image trajectories crop

@@ -355,6 +355,16 @@ def write_report(pipe) -> str:
             f"- object/background contrast of the image tokens on overviews: {perception['visual_contrast']:.4f}"
             " (about 0.2 at random init; near 0 means the image features collapsed to a constant)"
         )
+    comparison = data.get("comparison")
+    if comparison:
+        call = (comparison.get("groups", {}).get("compare_match_call") or {}).get("accuracy")
+        lines += [
+            "",
+            "## Stage 0b: comparing with the prompt (held-out text-only rows)",
+            "",
+            f"- match / no-match call per crop: {_f(call)}; whole answer exact: {_f(comparison.get('accuracy'))}"
+            f" (n={comparison.get('items')})",
+        ]
     lines += ["", "## Training", ""]
     for stage in ("see", "compare", "sft", "rft", "grpo"):
         s = data["summaries"].get(stage)
