@@ -30,8 +30,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
-
 TARGETS = ("shape", "colour", "row", "col")
 
 

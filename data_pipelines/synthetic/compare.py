@@ -24,10 +24,9 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-from data_pipelines.records import write_jsonl
+from data_pipelines.synthetic.lookup import write_text_rows
 from data_pipelines.synthetic.oracle import MATCH_PHRASES, count_issues, say_counts
 from data_pipelines.synthetic.world import (
     PALETTE,
@@ -121,17 +120,11 @@ def compare_example(rng: random.Random, rid: str, split: str, n_objects: tuple[i
 
 
 def generate_compare(out: str | os.PathLike, n: int, seed: int = 0, n_val: int = 300) -> dict[str, Any]:
-    """Write ``train.jsonl`` (``n`` rows) and ``val.jsonl`` (``n_val`` rows) under ``out``; returns a manifest."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest: dict[str, Any] = {"seed": seed, "splits": {}, "match_share": {}}
-    for split, count in (("train", n), ("val", n_val)):
-        rng = random.Random(f"compare/{seed}/{split}")
-        rows = [compare_example(rng, f"compare-{split}-{i:06d}", split) for i in range(count)]
-        write_jsonl(out / f"{split}.jsonl", rows)
-        manifest["splits"][split] = count
-        calls = [m for r in rows for m in r["match"]]
-        manifest["match_share"][split] = round(sum(calls) / max(1, len(calls)), 3)
+    """Write ``train.jsonl`` (``n`` rows) and ``val.jsonl`` (``n_val`` rows) under ``out``; returns a manifest with
+    the share of crops that match their prompt per split."""
+    manifest, rows = write_text_rows(out, "compare", compare_example, n, n_val, seed)
+    calls = {split: [m for r in split_rows for m in r["match"]] for split, split_rows in rows.items()}
+    manifest["match_share"] = {split: round(sum(c) / max(1, len(c)), 3) for split, c in calls.items()}
     return manifest
 
 

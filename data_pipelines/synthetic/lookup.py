@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,17 +67,28 @@ def lookup_example(rng: random.Random, rid: str, split: str) -> dict[str, Any]:
     }
 
 
-def generate_lookup(out: str | os.PathLike, n: int, seed: int = 0, n_val: int = 200) -> dict[str, Any]:
-    """Write ``train.jsonl`` (``n`` rows) and ``val.jsonl`` (``n_val`` rows) under ``out``; returns a manifest."""
+def write_text_rows(
+    out: str | os.PathLike, name: str, example: Callable, n: int, n_val: int, seed: int
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """Write ``train.jsonl`` (``n`` rows) and ``val.jsonl`` (``n_val`` rows) of text-only warm-up rows under ``out``,
+    each from ``example(rng, id, split)`` with a generator seeded by ``name``, ``seed`` and the split. Returns a
+    manifest and the rows by split."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {"seed": seed, "splits": {}}
+    written = {}
     for split, count in (("train", n), ("val", n_val)):
-        rng = random.Random(f"lookup/{seed}/{split}")
-        rows = [lookup_example(rng, f"lookup-{split}-{i:06d}", split) for i in range(count)]
+        rng = random.Random(f"{name}/{seed}/{split}")
+        rows = [example(rng, f"{name}-{split}-{i:06d}", split) for i in range(count)]
         write_jsonl(out / f"{split}.jsonl", rows)
         manifest["splits"][split] = count
-    return manifest
+        written[split] = rows
+    return manifest, written
+
+
+def generate_lookup(out: str | os.PathLike, n: int, seed: int = 0, n_val: int = 200) -> dict[str, Any]:
+    """Write ``train.jsonl`` (``n`` rows) and ``val.jsonl`` (``n_val`` rows) under ``out``; returns a manifest."""
+    return write_text_rows(out, "lookup", lookup_example, n, n_val, seed)[0]
 
 
 def _pic(colour: str) -> str:
