@@ -83,15 +83,21 @@ def collect(pipe) -> dict[str, Any]:
     }
 
 
+def _comparison_scores(comparison: dict | None) -> tuple[float | None, float | None]:
+    """The comparison warm-up's held-out scores: the per-crop match call and the exact answer."""
+    comparison = comparison or {}
+    call = (comparison.get("groups", {}).get("compare_match_call") or {}).get("accuracy")
+    return call, comparison.get("accuracy")
+
+
 def _compare_row(pipe, comparison: dict | None) -> str:
     """The stages table's row for the text-only comparison warm-up, when the recipe has one."""
     if not pipe.cfg.get("compare"):
         return ""
-    groups = (comparison or {}).get("groups", {})
-    call = (groups.get("compare_match_call") or {}).get("accuracy")
+    call, exact = _comparison_scores(comparison)
     return (
         f"| 0b comparing with the prompt | {pipe.cfg['world'].get('compare', '-')} text-only rows: a prompt and what a "
-        f"picture shows | match call {_f(call)}, exact answer {_f((comparison or {}).get('accuracy'))} (held out) |\n"
+        f"picture shows | match call {_f(call)}, exact answer {_f(exact)} (held out) |\n"
     )
 
 
@@ -357,13 +363,12 @@ def write_report(pipe) -> str:
         )
     comparison = data.get("comparison")
     if comparison:
-        call = (comparison.get("groups", {}).get("compare_match_call") or {}).get("accuracy")
+        call, exact = _comparison_scores(comparison)
         lines += [
             "",
             "## Stage 0b: comparing with the prompt (held-out text-only rows)",
             "",
-            f"- match / no-match call per crop: {_f(call)}; whole answer exact: {_f(comparison.get('accuracy'))}"
-            f" (n={comparison.get('items')})",
+            f"- match / no-match call per crop: {_f(call)}; whole answer exact: {_f(exact)} (n={comparison.get('items')})",
         ]
     lines += ["", "## Training", ""]
     for stage in ("see", "compare", "sft", "rft", "grpo"):
