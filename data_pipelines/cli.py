@@ -68,6 +68,14 @@ def register(sub) -> dict:
         help="text-only comparison rows (what is seen against the prompt, in the oracle's words) for stage 0, "
         "written to OUT/see/compare/ (default 0 = none)",
     )
+    s.add_argument(
+        "--crops",
+        type=int,
+        default=0,
+        help="one-crop rows from this many fresh image items (each candidate's crop as the judge gets it, after the "
+        "prompt, answered with the oracle's sentence about it) for stage 0 and SFT, written to OUT/see/crops/ "
+        "(default 0 = none)",
+    )
     s.add_argument("--workers", type=int, default=1, help="worker processes")
     s.add_argument("--canvas", type=int, default=448)
     s.add_argument(
@@ -250,6 +258,16 @@ def _synth(args) -> int:
 
         cm = generate_compare(Path(args.out) / "see" / "compare", args.compare, seed=args.seed)
         _print_table("comparison rows (text only):", cm["splits"])
+    if args.crops:
+        from data_pipelines.synthetic.crops import generate_crops  # noqa: PLC0415
+
+        out = Path(args.out)
+        km = generate_crops(
+            out / "see" / "crops", args.crops, args.seed, cfg, out / "val.jsonl", workers=args.workers, progress=True
+        )
+        _print_table(
+            "one-crop rows (share that match):", {s: f"{n} ({km['match_share'][s]})" for s, n in km["splits"].items()}
+        )
     return 0
 
 

@@ -81,6 +81,8 @@ def test_synth_stats_and_oracle_distill(tmp_path, capsys):
                 "12",
                 "--compare",
                 "14",
+                "--crops",
+                "6",
             ]
         )
         == 0
@@ -90,6 +92,10 @@ def test_synth_stats_and_oracle_distill(tmp_path, capsys):
     assert len((world / "see" / "lookup" / "train.jsonl").read_text().splitlines()) == 12
     assert "comparison rows" in out
     assert len((world / "see" / "compare" / "train.jsonl").read_text().splitlines()) == 14
+    assert "one-crop rows" in out
+    crops = [json.loads(x) for x in (world / "see" / "crops" / "train.jsonl").read_text().splitlines()]
+    assert 6 <= len(crops) <= 12 and all((world / "see" / "crops" / r["images"][0]).is_file() for r in crops)
+    assert (world / "see" / "crops" / "val.jsonl").read_text().strip()  # from the world's val items
     assert main(["data", "stats", str(world / "test.jsonl"), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["records"] == 8 and stats["media"]["with_media"] == 8 and stats["needs_tool"]

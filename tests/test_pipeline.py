@@ -95,8 +95,11 @@ def test_stage0_cache_key_follows_the_code_that_writes_its_data(tmp_path, monkey
     p.cfg["vision"] = {"max_steps": 10}  # the vision pretraining that stage 0 starts from
     fifth = p._stage0_key()
     p.cfg["compare"] = {"max_steps": 10}  # the comparison warm-up that ends stage 0
-    assert len({first, second, third, fourth, fifth, p._stage0_key()}) == 6
+    sixth = p._stage0_key()
     assert p._stage0_dirs() == ["vision", "see", "compare"] and p.sft_start.name == "compare"
+    p.cfg["crops"] = {"max_steps": 10}  # the one-crop warm-up runs after it
+    assert len({first, second, third, fourth, fifth, sixth, p._stage0_key()}) == 7
+    assert p._stage0_dirs() == ["vision", "see", "compare", "crops"] and p.sft_start.name == "crops"
 
 
 def test_report_shows_a_judge_that_answers_by_position(tmp_path):
@@ -125,3 +128,46 @@ def test_report_shows_a_judge_that_answers_by_position(tmp_path):
     assert table[0].split("|")[-2].strip() == "first shown"
     assert table[2].startswith("| sft |") and table[2].split("|")[-2].strip() == "1.000"
     assert table[3].startswith("| chance") and table[3].split("|")[-2].strip() == "0.500"
+
+
+def test_warmups_chain_and_mix_into_sft(tmp_path, monkeypatch):
+    """With ``compare`` and ``crops`` sections, stage 0 runs vision, see, compare, crops, each from the one before;
+    the world step writes both kinds of rows, and SFT starts from the last warm-up with the first N rows of each."""
+    import train.pipeline as pl
+
+    p = pl.Pipeline("tiny-cpu", tmp_path / "run", fast=True)
+    recipes = {s: p.stage_recipe(s) for s in ("vision", "see", "compare", "crops", "sft")}
+    p.stage_recipe = recipes.__getitem__
+    monkeypatch.setattr(pl, "REPO", tmp_path / "repo")  # the stage-0 cache lands under tmp_path
+    monkeypatch.setattr(pl, "STAGE0_SOURCES", ())
+    p.cfg["world"]["crops"] = 7
+    p.cfg["crops"] = {"max_steps": 3, "eval_see_limit": 5}
+    p.cfg["sft"]["crops_rows"] = 4
+    calls = []
+
+    def sh(step, args):  # record the command; make what a training step would have written
+        calls.append([str(a) for a in args])
+        if "--output_dir" in args:
+            out = Path(args[args.index("--output_dir") + 1])
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "manifest.json").write_text("{}")
+        return ""
+
+    p.sh = sh
+    p.step_world()
+    assert calls[0][calls[0].index("--compare") + 1] == "400" and calls[0][calls[0].index("--crops") + 1] == "7"
+    p.step_see()
+    starts = {c[c.index("--output_dir") + 1]: c[c.index("--model_name_or_path") + 1] for c in calls[1:]}
+    assert starts == {
+        str(p.p(b)): str(p.p(a))
+        for a, b in (("model", "vision"), ("vision", "see"), ("see", "compare"), ("compare", "crops"))
+    }
+    crops = next(c for c in calls if str(p.p("crops")) in c)
+    assert str(p.world / "see" / "crops" / "train.jsonl") in crops and crops[crops.index("--max_steps") + 1] == "3"
+    p.step_sft()
+    sft = calls[-1]
+    assert sft[sft.index("--model_name_or_path") + 1] == str(p.p("crops"))
+    i = sft.index("--see_files")
+    assert sft[i + 1 : i + 3] == [str(p.world / "see" / w / "train.jsonl") for w in ("compare", "crops")]
+    j = sft.index("--see_limit")
+    assert sft[j + 1 : j + 3] == ["100", "4"]

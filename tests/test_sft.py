@@ -308,6 +308,41 @@ def test_full_finetune_with_frozen_vision_tower(data, tiny_model_dir, tmp_path):
     assert any((before[k] != after[k]).any() for k in language)
 
 
+def test_crop_rows_and_per_file_see_limits(tiny_model_dir, tmp_path):
+    """One-crop rows render as the judge's turn does (the prompt, then the crop, then the question; loss on the
+    answer only), and SFT's ``see_limit`` takes one N for every see file or one per file."""
+    from PIL import Image
+
+    from data_pipelines.synthetic.compare import generate_compare
+    from data_pipelines.synthetic.crops import generate_crops
+    from mmreward.modeling import load_model
+    from train.render import IGNORE, Renderer, SeeDataset
+    from train.sft import SFTScriptArguments, build_datasets
+
+    generate_crops(tmp_path / "crops", 3, seed=0)
+    generate_compare(tmp_path / "compare", 5, seed=0, n_val=1)
+    _, processor = load_model(tiny_model_dir)
+    crops = tmp_path / "crops" / "train.jsonl"
+    row = json.loads(crops.read_text().splitlines()[0])
+    ex = SeeDataset(crops, Renderer(processor))[0]
+    w, h = Image.open(tmp_path / "crops" / row["images"][0]).size  # the pixels as the crop tool returns them
+    assert ex.image_grid_thw.tolist() == [[1, h // 14, w // 14]] and max(w, h) >= 224
+    text = processor.tokenizer.decode(ex.input_ids.tolist())
+    assert text.index(row["labels"][0]) < text.index("<|image_pad|>") < text.index(row["question"])
+    trained = processor.tokenizer.decode(
+        [t for t, lab in zip(ex.input_ids.tolist(), ex.labels.tolist()) if lab != IGNORE]
+    )
+    assert trained == row["answer"] + "<|im_end|>"
+
+    files = [str(tmp_path / "compare" / "train.jsonl"), str(crops)]
+    n_crops = len(crops.read_text().splitlines())
+    for limit, want in (([], 5 + n_crops), ([2], 4), ([4, 1], 5)):
+        _, _, info = build_datasets(SFTScriptArguments(see_files=files, see_limit=limit), processor, 4096)
+        assert info["see_examples"] == want, (limit, info)
+    with pytest.raises(ValueError, match="see_limit has 3 values for 2 see_files"):
+        build_datasets(SFTScriptArguments(see_files=files, see_limit=[1, 2, 3]), processor, 4096)
+
+
 def test_lookup_rows_render_without_images(tiny_model_dir, tmp_path):
     """Stage 0's text-only warm-up rows go through the same dataset: no image tokens, loss on the answer only."""
     from data_pipelines.synthetic.lookup import generate_lookup

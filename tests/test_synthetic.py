@@ -257,6 +257,47 @@ def test_diagnosis_of_each_step(world, oracle_runs, each_runs):
     assert b["perception"] < 0.2 and b["verdict_follows_calls"] == 1.0, b
 
 
+def test_one_crop_rows_are_the_judges_views(world, oracle_runs, each_runs, tmp_path):
+    """A one-crop row shows the pixels the ``each`` oracle got back from its crop of that candidate, and answers
+    with the sentence the oracle wrote about it (what it sees, and the match call or the same problems)."""
+    from data_pipelines.synthetic.crops import generate_crops, record_rows  # noqa: PLC0415
+    from data_pipelines.synthetic.diagnose import FINDING, _view  # noqa: PLC0415
+
+    out, _ = world
+    records, _ = oracle_runs
+    (tmp_path / "media").mkdir()
+    checked = 0
+    for r, t in zip(records, each_runs):
+        if r.modality != "image" or r.task != "pairwise":
+            continue
+        rows = record_rows(r, out, tmp_path, "test")
+        said = {}
+        for m in t.messages:
+            if m["role"] == "assistant":
+                think = parse_turn(m["content"][0]["text"]).think + " "
+                for _obs, image, seen, call in FINDING.findall(think):
+                    said[int(image.split("_")[1]) - 1] = (seen, call, think)
+        for k, cand in enumerate(t.order):
+            row = rows[cand]
+            pixels = _view(r, t, f"image_{k + 1}", out, WORLD_TOOLS)  # what the crop tool returned to the oracle
+            row_pixels = Image.open(tmp_path / row["images"][0]).convert("RGB")
+            assert pixels.size == row_pixels.size and pixels.tobytes() == row_pixels.tobytes(), (r.id, k)
+            ((_, _, seen, call),) = FINDING.findall(row["answer"] + " ")
+            assert seen == said[k][0] and (call == "But ") == (said[k][1] == "But "), (row["answer"], said[k])
+            if call == "But ":  # the same problems, in the same words
+                assert row["answer"].split(f"I see {seen}. ")[1] in said[k][2], (row["answer"], said[k])
+            assert row["match"] == [call != "But "]
+            checked += 1
+    assert checked > 40
+
+    m = generate_crops(tmp_path / "fresh", 12, seed=1, val_records=out / "test.jsonl", n_val=5)
+    assert m["splits"]["val"] == 5 and 12 <= m["splits"]["train"] <= 24  # a pair gives 2 rows, pointwise 1
+    assert 0.1 < m["match_share"]["train"] < 0.9
+    generate_crops(tmp_path / "again", 12, seed=1)
+    assert (tmp_path / "fresh" / "train.jsonl").read_text() == (tmp_path / "again" / "train.jsonl").read_text()
+    assert not [p for p in (tmp_path / "fresh").iterdir() if p.is_dir() and p.name != "media"]  # no scratch left
+
+
 def test_oracle_perceives_pixels_not_labels():
     """Perception reads the image: a big shape is read right, the same scene shrunk to overview size is not."""
     rng = random.Random(0)

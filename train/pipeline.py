@@ -9,7 +9,8 @@ by ``train/recipes/<recipe>/pipeline.yaml``; there is no second implementation o
  2. ``world``    the synthetic world: train/val/test/compositional and learning-to-see data (``mmreward data synth``)
  3. ``see``      vision pretraining of the tiny tower on dense per-token labels (``mmreward train vision``), then
                  stage 0, learning to see (``mmreward train see``), with perception accuracy on held-out questions,
-                 then (with a ``compare`` section) a text-only warm-up on comparing what is seen with the prompt;
+                 then the warm-ups the recipe has sections for, in order: ``compare`` (text only: comparing what is
+                 seen with the prompt) and ``crops`` (one candidate's crop at a time, answered as the judge does);
                  its checkpoint is cached under ``runs/.cache/stage0/<key>`` and reused by later runs with the same
                  model, world and stage-0 settings and the same code that writes and trains on its data
  4. ``distill``  reference trajectories from the oracle teacher (``mmreward data distill --teacher oracle``)
@@ -43,6 +44,10 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# Warm-ups that can end stage 0, in the order they run; each has a recipe section, a recipe file
+# (train/recipes/<recipe>/<name>.yaml), rows under world/see/<name>/ (`mmreward data synth --<name> N`), and
+# `sft.<name>_rows` mixes its first N rows into SFT.
+WARMUPS = ("compare", "crops")
 # Source folders and files whose code shapes the stage-0 checkpoint (part of its cache key).
 STAGE0_SOURCES = (
     "mmreward/tiny.py",
@@ -190,8 +195,9 @@ class Pipeline:
         args += ["--workers", "2"]
         if w.get("object_size"):
             args += ["--object-size", *w["object_size"]]
-        if w.get("compare"):
-            args += ["--compare", w["compare"]]
+        for warmup in WARMUPS:  # the warm-ups' rows, under world/see/<warm-up>/
+            if w.get(warmup):
+                args += [f"--{warmup}", w[warmup]]
         self.sh("world", args)
 
     def _stage0_key(self) -> str:
@@ -199,8 +205,7 @@ class Pipeline:
         settings, the stage-0 recipe, and the source of what builds the model, writes the learning-to-see data and
         trains on it. Keyed on settings alone, a long-lived checkout reused a checkpoint trained on older data."""
         settings = [self.cfg["model"], self.cfg["world"], self.cfg.get("vision"), self.cfg["see"], self.fast]
-        if self.cfg.get("compare"):
-            settings.append(self.cfg["compare"])
+        settings += [self.cfg[w] for w in self._warmups()]
         blob = json.dumps(settings, sort_keys=True)
         recipes = "".join(Path(self.stage_recipe(s)).read_text() for s in self._stage0_dirs())
         h = hashlib.sha256((blob + recipes).encode())
@@ -209,10 +214,13 @@ class Pipeline:
                 h.update(f.relative_to(REPO).as_posix().encode() + b"\0" + f.read_bytes())
         return h.hexdigest()[:16]
 
+    def _warmups(self) -> list[str]:
+        """The warm-ups that end stage 0: those of ``WARMUPS`` the recipe has a section for, in that order."""
+        return [w for w in WARMUPS if self.cfg.get(w)]
+
     def _stage0_dirs(self) -> list[str]:
-        """The run folders stage 0 writes: vision pretraining, learning to see and, when the recipe has a
-        ``compare`` section, the text-only comparison warm-up after it."""
-        return ["vision", "see", *(["compare"] if self.cfg.get("compare") else [])]
+        """The run folders stage 0 writes: vision pretraining, learning to see, then each warm-up's."""
+        return ["vision", "see", *self._warmups()]
 
     @property
     def sft_start(self) -> Path:
@@ -253,16 +261,17 @@ class Pipeline:
              "--num_train_epochs", s["num_train_epochs"],
              "--output_dir", self.p("see"), "--report_to", "tensorboard"],
         )  # fmt: skip
-        if self.cfg.get("compare"):
-            c = self.cfg["compare"]
+        dirs = self._stage0_dirs()
+        for prev, w in zip(dirs[1:], dirs[2:]):  # each warm-up starts from the step before it
+            c = self.cfg[w]
             self.sh(
                 "see",
-                ["train", "see", "--config", self.stage_recipe("compare"),
-                 "--model_name_or_path", self.p("see"),
-                 "--see_files", self.world / "see" / "compare" / "train.jsonl",
-                 "--eval_see", self.world / "see" / "compare" / "val.jsonl",
+                ["train", "see", "--config", self.stage_recipe(w),
+                 "--model_name_or_path", self.p(prev),
+                 "--see_files", self.world / "see" / w / "train.jsonl",
+                 "--eval_see", self.world / "see" / w / "val.jsonl",
                  "--eval_see_limit", c["eval_see_limit"], "--max_steps", c["max_steps"],
-                 "--output_dir", self.p("compare"), "--report_to", "tensorboard"],
+                 "--output_dir", self.p(w), "--report_to", "tensorboard"],
             )  # fmt: skip
         cache.parent.mkdir(parents=True, exist_ok=True)
         for d, dst in caches.items():
@@ -299,8 +308,11 @@ class Pipeline:
         """cold-start SFT on the distilled trajectories"""
         s = self.cfg["sft"]
         extra = ["--train_files", self.p("distill", "kept.jsonl"), "--num_train_epochs", s["num_train_epochs"]]
-        if s.get("compare_rows"):  # keep the comparison warm-up's skill while the judge learns its trajectories
-            extra += ["--see_files", self.world / "see" / "compare" / "train.jsonl", "--see_limit", s["compare_rows"]]
+        # Keep the warm-ups' skills while the judge learns its trajectories: the first N rows of each.
+        rows = [(w, s[f"{w}_rows"]) for w in WARMUPS if s.get(f"{w}_rows")]
+        if rows:
+            extra += ["--see_files", *[self.world / "see" / w / "train.jsonl" for w, _ in rows]]
+            extra += ["--see_limit", *[n for _, n in rows]]
         self._train("sft", self.sft_start, extra)
 
     def done_reject(self) -> bool:

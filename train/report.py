@@ -13,6 +13,7 @@ from typing import Any
 from data_pipelines.labels import chance_accuracy, first_choices
 from data_pipelines.records import read_records
 from data_pipelines.synthetic.oracle import world_groups
+from train.pipeline import WARMUPS
 
 GOALS = {  # issue 9: after the pipeline, on the final checkpoint
     "test image tasks (tools on)": ("test", "on", "visual=image", 0.85),
@@ -68,13 +69,13 @@ def collect(pipe) -> dict[str, Any]:
                 g = eval_groups(pipe.eval_dir(stage, sp, tools), records.get(sp, {}))
                 if g is not None:
                     evals.setdefault(stage, {}).setdefault(sp, {})[tools] = g
-    manifests = {s: _read(pipe.p(s, "manifest.json")) for s in ("vision", "see", "compare", "sft", "rft", "grpo")}
+    manifests = {s: _read(pipe.p(s, "manifest.json")) for s in ("vision", "see", *WARMUPS, "sft", "rft", "grpo")}
     return {
         "evals": evals,
         "oracle": _read(pipe.p("eval", "oracle.json")),
         "vision": (manifests["vision"] or {}).get("summary"),
         "perception": (manifests["see"] or {}).get("summary", {}).get("perception"),
-        "comparison": (manifests["compare"] or {}).get("summary", {}).get("perception"),
+        "warmups": {w: (manifests[w] or {}).get("summary", {}).get("perception") for w in WARMUPS if manifests[w]},
         "summaries": {s: (m or {}).get("summary") for s, m in manifests.items()},
         "distill": _read(pipe.p("distill", "summary.json")),
         "rejection": _read(pipe.p("rejection", "report.json")),
@@ -83,22 +84,29 @@ def collect(pipe) -> dict[str, Any]:
     }
 
 
-def _comparison_scores(comparison: dict | None) -> tuple[float | None, float | None]:
-    """The comparison warm-up's held-out scores: the per-crop match call and the exact answer."""
-    comparison = comparison or {}
-    call = (comparison.get("groups", {}).get("compare_match_call") or {}).get("accuracy")
-    return call, comparison.get("accuracy")
+# How the report names each stage-0 warm-up (train.pipeline.WARMUPS) and the rows it trains on.
+WARMUP_TITLES = {
+    "compare": ("0b", "comparing with the prompt", "text-only rows: a prompt and what a picture shows"),
+    "crops": ("0c", "one crop at a time", "rows of one candidate's crop after the prompt, as the judge gets it"),
+}
 
 
-def _compare_row(pipe, comparison: dict | None) -> str:
-    """The stages table's row for the text-only comparison warm-up, when the recipe has one."""
-    if not pipe.cfg.get("compare"):
-        return ""
-    call, exact = _comparison_scores(comparison)
-    return (
-        f"| 0b comparing with the prompt | {pipe.cfg['world'].get('compare', '-')} text-only rows: a prompt and what a "
-        f"picture shows | match call {_f(call)}, exact answer {_f(exact)} (held out) |\n"
-    )
+def _warmup_scores(scores: dict | None) -> tuple[float | None, float | None]:
+    """A warm-up's held-out scores: the per-crop match call and the exact answer."""
+    scores = scores or {}
+    call = (scores.get("groups", {}).get("compare_match_call") or {}).get("accuracy")
+    return call, scores.get("accuracy")
+
+
+def _warmup_rows(pipe, data: dict) -> str:
+    """The stages table's rows for the warm-ups the recipe has."""
+    out = ""
+    for w in pipe._warmups():
+        code, name, what = WARMUP_TITLES[w]
+        call, exact = _warmup_scores(data.get("warmups", {}).get(w))
+        n = (data["summaries"].get(w) or {}).get("see_examples", "-")
+        out += f"| {code} {name} | {n} {what} | match call {_f(call)}, exact answer {_f(exact)} (held out) |\n"
+    return out
 
 
 def _acc(evals, stage, split, tools, group="all"):
@@ -299,7 +307,7 @@ of the synthetic world: overview images at most 112x112, 4 overview frames (`dat
 |---|---|---|
 | 0a vision pretraining | {_vision_data(data.get("vision"))} | {_vision_result(data.get("vision"))} |
 | 0 learning to see | {pipe.cfg["world"]["see"]} captions/questions on images, crops, frames | perception {_f((data.get("perception") or {}).get("accuracy"))} (exact match, held out) |
-{_compare_row(pipe, data.get("comparison"))}| 1 cold-start SFT | oracle-distilled trajectories ({(data.get("distill") or {}).get("kept", "-")} kept) | val {_f(((s.get("sft") or {}).get("eval") or {}).get("accuracy"))} |
+{_warmup_rows(pipe, data)}| 1 cold-start SFT | oracle-distilled trajectories ({(data.get("distill") or {}).get("kept", "-")} kept) | val {_f(((s.get("sft") or {}).get("eval") or {}).get("accuracy"))} |
 | 2 rejection sampling + RFT | K={pipe.cfg["reject"]["k"]} samples on {pipe.cfg["reject"]["limit"]} items | val {_f(((s.get("rft") or {}).get("eval") or {}).get("accuracy"))} |
 | 3 GRPO with tools | the GRPO pool, {pipe.cfg["grpo"]["max_steps"]} steps | val {_f(((s.get("grpo") or {}).get("eval_after") or {}).get("accuracy"))} |
 
@@ -361,17 +369,17 @@ def write_report(pipe) -> str:
             f"- object/background contrast of the image tokens on overviews: {perception['visual_contrast']:.4f}"
             " (about 0.2 at random init; near 0 means the image features collapsed to a constant)"
         )
-    comparison = data.get("comparison")
-    if comparison:
-        call, exact = _comparison_scores(comparison)
+    for w, scores in data.get("warmups", {}).items():
+        call, exact = _warmup_scores(scores)
+        code, name, what = WARMUP_TITLES[w]
         lines += [
             "",
-            "## Stage 0b: comparing with the prompt (held-out text-only rows)",
+            f"## Stage {code}: {name} (held-out {what})",
             "",
-            f"- match / no-match call per crop: {_f(call)}; whole answer exact: {_f(exact)} (n={comparison.get('items')})",
+            f"- match / no-match call per crop: {_f(call)}; whole answer exact: {_f(exact)} (n={scores.get('items')})",
         ]
     lines += ["", "## Training", ""]
-    for stage in ("see", "compare", "sft", "rft", "grpo"):
+    for stage in ("see", *WARMUPS, "sft", "rft", "grpo"):
         s = data["summaries"].get(stage)
         if not s:
             continue

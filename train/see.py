@@ -55,7 +55,11 @@ def match_calls_right(row: dict, text: str) -> list[bool]:
     """For a comparison row (``data_pipelines.synthetic.compare``): per crop, whether the answer's match / no-match
     call about it is right, whatever else it says. A crop the answer says nothing about counts as wrong."""
     calls = {obs: not call.startswith("But") for obs, _, _, call in FINDING.findall(text + " ")}
-    return [calls.get(f"obs_{k}") == truth for k, truth in enumerate(row["match"], 1)]
+    # The crops in the order the reference answer speaks of them (a one-crop row may be about obs_2).
+    crops = [obs for obs, _, _, _ in FINDING.findall(row.get("answer", "") + " ")]
+    if len(crops) != len(row["match"]):
+        crops = [f"obs_{k}" for k in range(1, len(row["match"]) + 1)]
+    return [calls.get(obs) == truth for obs, truth in zip(crops, row["match"])]
 
 
 def _box_iou(a: list[int], b: list[int]) -> float:

@@ -54,9 +54,12 @@ class SFTScriptArguments:
             "help": "learning-to-see JSONL files (captions and questions about images, crops, frames) to train on"
         },
     )
-    see_limit: int | None = field(
-        default=None,
-        metadata={"help": "use only the first N rows of each see file (e.g. a share of warm-up rows mixed into SFT)"},
+    see_limit: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "use only the first N rows of each see file (e.g. a share of warm-up rows mixed into SFT): one N "
+            "for every file, or one per file in see_files' order"
+        },
     )
     pack: bool = field(default=False, metadata={"help": "padding-free packing with exact mRoPE positions"})
     freeze_vision_tower: bool = False
@@ -248,6 +251,11 @@ def build_datasets(
             "train_files and see_files are empty; point train_files at trajectory JSONL (a distill run's "
             "kept.jsonl) or see_files at learning-to-see data"
         )
+    if len(script.see_limit) > 1 and len(script.see_limit) != len(script.see_files):
+        raise ValueError(
+            f"see_limit has {len(script.see_limit)} values for {len(script.see_files)} see_files; give one N for "
+            "every file, or one per file"
+        )
     missing = [f for f in script.train_files + script.eval_files + script.see_files if not Path(f).is_file()]
     if missing:
         raise FileNotFoundError(f"training file(s) not found: {missing}")
@@ -267,8 +275,9 @@ def build_datasets(
         parts.append(traj_ds)
     n_traj = len(parts[0].trajectories) if parts else 0
     n_segments = len(parts[0]) if parts else 0
-    for f in script.see_files:
-        see = SeeDataset(f, renderer, limit=script.see_limit)
+    limits = script.see_limit * len(script.see_files) if len(script.see_limit) == 1 else script.see_limit
+    for f, limit in zip(script.see_files, limits or [None] * len(script.see_files), strict=True):
+        see = SeeDataset(f, renderer, limit=limit)
         for i in range(len(see)):
             see[i]
         parts.append(see)

@@ -145,7 +145,7 @@ def changed_objects(desc: Description, blobs: list[Blob]) -> int:
 MATCH_PHRASES = ("That matches the prompt.", "This agrees with the description.", "Nothing is off here.")
 
 
-def _finding(where: str, blobs: list[Blob], problems: list[str], c: _Ctx) -> str:
+def finding(where: str, blobs: list[Blob], problems: list[str], c: _Ctx) -> str:
     """One view's description and what is wrong with it, as the oracle writes it."""
     verdict = c.pick(*MATCH_PHRASES) if not problems else "But " + "; ".join(problems) + "."
     return f"In {where} I see {_say_blobs(blobs)}. {verdict}"
@@ -205,6 +205,12 @@ def _union_box_1000(blobs: list[Blob], image: Image.Image, pad: float = 0.8) -> 
 #   tiny backbone can emit (it cannot learn where objects are).
 LOOKS = ("zoom", "each")
 FULL_BOX = [0, 0, 1000, 1000]
+
+
+def each_box(overview_blobs: list[Blob], overview: Image.Image) -> list[int]:
+    """The box the ``each`` policy crops: the whole image when the overview's shapes can be read, else a zoom
+    around its objects."""
+    return FULL_BOX if shapes_readable(overview_blobs) else _union_box_1000(overview_blobs, overview)
 
 
 def _crop_order(crops: dict[str, str]) -> list[str]:
@@ -301,7 +307,7 @@ class OracleTeacher:
             if rec.modality == "answer":
                 lines.append(f"In {where} I see {_say_blobs(blobs)}.")
                 continue
-            lines.append(_finding(where, blobs, align + quality, c))
+            lines.append(finding(where, blobs, align + quality, c))
         if rec.modality == "answer":
             return self._answer_turn(rec, world, c, lines, verdicts[names[0]][2])
         if rec.task == "pointwise":
@@ -344,14 +350,14 @@ class OracleTeacher:
         if not todo or c.calls_left <= 0:
             return None
         n = todo[0]
-        box = FULL_BOX if shapes_readable(overview[n]) else _union_box_1000(overview[n], c.images[n])
+        box = each_box(overview[n], c.images[n])
         think = c.pick("I look at {n} closely.", "Now {n}: I take a closer look.", "Let me look at {n}.").format(n=n)
         done = _crop_order(crops)
         if done:  # describe the crop that arrived last before asking for the next
             src = done[-1]
             blobs = perceive(c.images[crops[src]], denoise=True)
             align, quality = evaluate_scene(desc, blobs)
-            think = _finding(f"{crops[src]} (the crop of {src})", blobs, align + quality, c) + " " + think
+            think = finding(f"{crops[src]} (the crop of {src})", blobs, align + quality, c) + " " + think
         return format_turn(think, tool=("crop", {"image": n, "bbox_2d": box}))
 
     def _answer_turn(self, rec, world, c: _Ctx, lines: list[str], blobs: list[Blob]) -> str:
@@ -521,7 +527,7 @@ class _Ctx:
         return self.rng.choice(options)
 
 
-__all__ = ["OracleTeacher", "evaluate_scene", "format_tool_call"]
+__all__ = ["OracleTeacher", "each_box", "evaluate_scene", "finding", "format_tool_call"]
 
 
 def world_groups(record) -> list[str]:
