@@ -31,17 +31,15 @@ from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL, WorldCo
 from data_pipelines.synthetic.oracle import each_box, evaluate_scene, finding
 from data_pipelines.synthetic.perception import perceive
 from data_pipelines.synthetic.world import Description
-from mmreward.tools.crop import crop_region
+from mmreward.tools.crop import crop_view
 
 IMAGE_KINDS = ("image", "multi", "pointwise")  # the world's kinds whose candidates the judge crops
 
 
-def judge_crop(source: Image.Image) -> tuple[list[int], Image.Image]:
-    """The box the ``each`` oracle asks for on this candidate and the view the crop tool returns for it."""
+def judge_crop(source: Image.Image) -> Image.Image:
+    """The view the crop tool returns for the box the ``each`` oracle asks for on this candidate."""
     overview = WORLD_VISUAL.image_budget.fit(source)
-    blobs = perceive(overview, min_area=1)
-    box = each_box(blobs, overview)
-    return box, WORLD_TOOLS.crop_budget.fit(crop_region(source, tuple(box), WORLD_TOOLS.crop_min_side))
+    return crop_view(source, each_box(perceive(overview, min_area=1), overview), WORLD_TOOLS)
 
 
 class _Pick:
@@ -62,7 +60,7 @@ def record_rows(rec, world_dir: Path, out: Path, split: str, seed: int = 0) -> l
     rows = []
     for j, cand in enumerate(rec.candidates):
         rng = random.Random(f"crops/{seed}/{rec.id}/{j}")
-        _, view = judge_crop(Image.open(world_dir / cand).convert("RGB"))
+        view = judge_crop(Image.open(world_dir / cand).convert("RGB"))
         blobs = perceive(view, denoise=True)
         align, quality = evaluate_scene(desc, blobs)
         k = rng.choice((1, 2)) if len(rec.candidates) > 1 else 1

@@ -27,7 +27,7 @@ from data_pipelines.synthetic.oracle import evaluate_scene
 from data_pipelines.synthetic.perception import perceive
 from data_pipelines.synthetic.world import NUMBER_WORDS, PLURAL, Description
 from mmreward.protocol import parse_turn
-from mmreward.tools.crop import crop_region
+from mmreward.tools.crop import crop_view
 
 FINDING = re.compile(
     r"In (obs_\d+) \(the crop of (image_\d+)\) I see (.*?)\. "
@@ -59,7 +59,7 @@ def _view(record: PreferenceRecord, traj, image: str, world_dir: Path, tools) ->
         return None
     k = int(image.split("_")[1]) - 1
     source = Image.open(world_dir / record.candidates[traj.order[k]]).convert("RGB")
-    return tools.crop_budget.fit(crop_region(source, tuple(call["arguments"]["bbox_2d"]), tools.crop_min_side))
+    return crop_view(source, call["arguments"]["bbox_2d"], tools)
 
 
 def diagnose(record: PreferenceRecord, traj, world_dir: str | Path, tools) -> dict[str, Any]:

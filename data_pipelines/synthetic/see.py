@@ -43,7 +43,7 @@ from data_pipelines.synthetic.world import (
     render,
     sample_description,
 )
-from mmreward.tools.crop import crop_region
+from mmreward.tools.crop import crop_view
 
 VIEWS = ("whole", "pair", "crop", "frame", "overview", "frame_pair")
 
@@ -159,7 +159,7 @@ def make_example(index: int, seed: int, cfg, out: Path, split: str) -> dict[str,
         else:
             box1000 = box_1000(scene.cluster_box(0.8), cfg.canvas)
         box = tuple(v / 1000 * cfg.canvas for v in box1000)
-        region = WORLD_TOOLS.crop_budget.fit(crop_region(full, tuple(box1000), WORLD_TOOLS.crop_min_side))
+        region = crop_view(full, box1000, WORLD_TOOLS)
         # Object coordinates inside the crop, for positions in the caption.
         kx = region.width / (box[2] - box[0])
         ky = region.height / (box[3] - box[1])

@@ -46,6 +46,12 @@ def crop_region(image: Image.Image, box: tuple[float, float, float, float], min_
     return region
 
 
+def crop_view(image: Image.Image, box, settings) -> Image.Image:
+    """The view the crop tool returns for ``box`` (0-1000) of ``image`` under ``settings`` (a ToolSettings): the
+    region, enlarged to the minimum side, fitted to the crop pixel budget."""
+    return settings.crop_budget.fit(crop_region(image, tuple(box), settings.crop_min_side))
+
+
 def crop(ctx: ToolContext, image: str, bbox_2d: list[float]) -> Observation:
     if not isinstance(image, str) or image not in ctx.images:
         raise ToolError(f"unknown image {image!r}; you can crop one of: {', '.join(ctx.image_names())}")
@@ -58,7 +64,7 @@ def crop(ctx: ToolContext, image: str, bbox_2d: list[float]) -> Observation:
         raise ToolError(
             f"bbox_2d {list(bbox_2d)} covers only {src_w:.0f}x{src_h:.0f} pixels of {image}; choose a larger region"
         )
-    region = s.crop_budget.fit(crop_region(source, box, s.crop_min_side))
+    region = crop_view(source, box, s)
     (name,) = ctx.reserve_images(1)
     ctx.provenance[name] = {"tool": "crop", "image": image, "bbox_2d": [float(v) for v in box]}
     coords = ", ".join(f"{v:g}" for v in box)
