@@ -29,14 +29,16 @@ def test_pipeline_fast_end_to_end(tmp_path):
         assert m["stage"] == stage and m["summary"]["global_step"] > 0 and m["code_version"], stage
         assert (out / stage / "model.safetensors").is_file(), stage
     assert "perception" in json.loads((out / "see" / "manifest.json").read_text())["summary"]
-    # Stage 0 ends with the text-only comparison warm-up, and SFT starts from it.
-    compare = json.loads((out / "compare" / "manifest.json").read_text())
-    assert compare["inputs"]["model"] == str(out / "see")
-    assert compare["summary"]["perception"]["groups"]["compare_match_call"]["n"] > 0
+    # Stage 0 ends with the text-only comparison warm-up, then the one-crop warm-up, and SFT starts from that.
+    for warmup, before in (("compare", "see"), ("crops", "compare")):
+        m = json.loads((out / warmup / "manifest.json").read_text())
+        assert Path(m["inputs"]["model"]).name == before, warmup  # (a reused stage-0 cache keeps its first path)
+        assert m["summary"]["perception"]["groups"]["compare_match_call"]["n"] > 0, warmup
     sft = json.loads((out / "sft" / "manifest.json").read_text())
-    assert sft["inputs"]["model"] == str(out / "compare") and sft["summary"]["see_examples"] == 100  # the mix
-    assert "## Stage 0b: comparing with the prompt" in (out / "report.md").read_text()
-    assert "| 0b comparing with the prompt |" in (out / "grpo" / "README.md").read_text()
+    assert Path(sft["inputs"]["model"]).name == "crops" and sft["summary"]["see_examples"] == 50  # the mix
+    for title in ("0b: comparing with the prompt", "0c: one crop at a time"):
+        assert f"## Stage {title}" in (out / "report.md").read_text()
+        assert f"| {title.replace(':', '')} |" in (out / "grpo" / "README.md").read_text()
     vision = json.loads((out / "vision" / "manifest.json").read_text())
     assert vision["stage"] == "vision" and vision["summary"]["after"]["colour"] >= 0
     # The recipe's oracle looks at each candidate in turn (distill --look each): two-image trajectories crop
@@ -142,7 +144,7 @@ def test_warmups_chain_and_mix_into_sft(tmp_path, monkeypatch):
     monkeypatch.setattr(pl, "STAGE0_SOURCES", ())
     p.cfg["world"]["crops"] = 7
     p.cfg["crops"] = {"max_steps": 3, "eval_see_limit": 5}
-    p.cfg["sft"]["crops_rows"] = 4
+    p.cfg["sft"].update(compare_rows=9, crops_rows=4)
     calls = []
 
     def sh(step, args):  # record the command; make what a training step would have written
@@ -170,4 +172,4 @@ def test_warmups_chain_and_mix_into_sft(tmp_path, monkeypatch):
     i = sft.index("--see_files")
     assert sft[i + 1 : i + 3] == [str(p.world / "see" / w / "train.jsonl") for w in ("compare", "crops")]
     j = sft.index("--see_limit")
-    assert sft[j + 1 : j + 3] == ["100", "4"]
+    assert sft[j + 1 : j + 3] == ["9", "4"]
