@@ -343,6 +343,37 @@ def test_crop_rows_and_per_file_see_limits(tiny_model_dir, tmp_path):
         build_datasets(SFTScriptArguments(see_files=files, see_limit=[1, 2, 3]), processor, 4096)
 
 
+def test_example_cache_bounds_memory_and_renders_the_same(tiny_model_dir, tmp_path):
+    """Rendered examples are kept up to the byte budget; past it they are rendered again on each access, and a
+    re-rendered example is identical to a cached one (so the budget changes memory, never the data)."""
+    import torch
+
+    from data_pipelines.synthetic.crops import generate_crops
+    from mmreward.modeling import load_model
+    from train.render import ExampleCache, Renderer, SeeDataset
+    from train.sft import SFTScriptArguments, build_datasets
+
+    generate_crops(tmp_path / "crops", 3, seed=0)
+    crops = tmp_path / "crops" / "train.jsonl"
+    _, processor = load_model(tiny_model_dir)
+    full = SeeDataset(crops, Renderer(processor), cache=ExampleCache(None))
+    full[0]
+    one = full.cache.bytes  # row 0's bytes
+    bounded = SeeDataset(crops, Renderer(processor), cache=ExampleCache(one))  # room for exactly one row
+    n = len(full)
+    assert n >= 3
+    for _ in range(2):
+        for i in range(n):
+            a, b = full[i], bounded[i]
+            for f in ("input_ids", "labels", "kinds", "mm_token_type_ids", "pixel_values", "image_grid_thw"):
+                assert torch.equal(getattr(a, f), getattr(b, f)), (i, f)
+    assert len(bounded.cache) == 1 and bounded.cache.bytes == one and bounded.cache.uncached == 2 * (n - 1)
+    assert len(full.cache) == n and full.cache.uncached == 0
+
+    _, _, info = build_datasets(SFTScriptArguments(see_files=[str(crops)], cache_gb=0), processor, 4096)
+    assert info["see_examples"] == n and info["cached_examples"] == 0 and info["tokens"] > 0
+
+
 def test_lookup_rows_render_without_images(tiny_model_dir, tmp_path):
     """Stage 0's text-only warm-up rows go through the same dataset: no image tokens, loss on the answer only."""
     from data_pipelines.synthetic.lookup import generate_lookup

@@ -12,6 +12,7 @@ and anything outside the tags), ``TOOL_CALL`` (inside ``<tool_call>...</tool_cal
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -202,40 +203,81 @@ def read_trajectory_files(paths: list[str | os.PathLike]) -> list[Trajectory]:
     return [t for p in paths for t in read_trajectories(p)]
 
 
+class ExampleCache:
+    """Rendered examples kept in memory up to a byte budget. Pixel values dominate (a 224-px image is about 1.2 MB
+    in float32), so caching every example of a large see file does not fit: 17,500 one-crop rows took 24 GB and
+    were killed. Past the budget an example is rendered again on each access (a few milliseconds), so any dataset
+    trains in bounded memory. One cache serves all of a run's datasets, so the budget is the run's."""
+
+    def __init__(self, max_bytes: int | None = 8 << 30) -> None:
+        self.max_bytes = max_bytes  # None: no limit
+        self.bytes = 0
+        self.uncached = 0  # keys rendered but not kept
+        self._items: dict[Any, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: Any, make):
+        if key in self._items:
+            return self._items[key]
+        value = make()
+        size = sum(_nbytes(e) for e in (value if isinstance(value, list) else [value]))
+        if self.max_bytes is None or self.bytes + size <= self.max_bytes:
+            self._items[key] = value
+            self.bytes += size
+        else:
+            self.uncached += 1
+        return value
+
+
+_DATASETS = itertools.count()  # each dataset's own key prefix in a shared cache
+
+
+def _nbytes(e: Example) -> int:
+    tensors = (e.input_ids, e.labels, e.kinds, e.mm_token_type_ids, e.pixel_values, e.image_grid_thw)
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
 class TrajectoryDataset(torch.utils.data.Dataset):
     """Training examples of trajectories: one per trajectory, or one per segment where a visual memory window
-    evicted observations (see :meth:`Renderer.segment_views`). Rendered on first access and cached (a few
-    milliseconds each); with ``skip_bad`` everything is rendered now and trajectories that cannot be rendered
-    are skipped and counted in ``skipped`` (with the reason logged by the caller)."""
+    evicted observations (see :meth:`Renderer.segment_views`). Rendered on first access and kept in ``cache``
+    (an :class:`ExampleCache`, a few milliseconds to render again when it is full); with ``skip_bad`` everything
+    is rendered now and trajectories that cannot be rendered are skipped and counted in ``skipped`` (with the
+    reason logged by the caller)."""
 
-    def __init__(self, trajectories: list[Trajectory], renderer: Renderer, skip_bad: bool = False) -> None:
+    def __init__(
+        self,
+        trajectories: list[Trajectory],
+        renderer: Renderer,
+        skip_bad: bool = False,
+        cache: ExampleCache | None = None,
+    ) -> None:
         self.renderer = renderer
         self.skipped: list[str] = []
-        self._cache: dict[int, list[Example]] = {}
-        good = []
+        self.cache = cache if cache is not None else ExampleCache()
+        self._tag = next(_DATASETS)
+        good, counts = [], []
         for t in trajectories:
             if skip_bad:
                 try:
-                    self._cache[len(good)] = renderer.segments(t)
+                    n = len(self.cache.get((self._tag, len(good)), lambda t=t: renderer.segments(t)))
                 except RenderError as exc:
                     self.skipped.append(str(exc))
                     continue
+            else:
+                n = len(renderer.segment_views(t))
             good.append(t)
+            counts.append(n)
         self.trajectories = good
-        self.index = [
-            (i, k)
-            for i, t in enumerate(good)
-            for k in range(len(self._cache[i]) if i in self._cache else len(renderer.segment_views(t)))
-        ]
+        self.index = [(i, k) for i, n in enumerate(counts) for k in range(n)]
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int) -> Example:
         t, k = self.index[i]
-        if t not in self._cache:
-            self._cache[t] = self.renderer.segments(self.trajectories[t])
-        return self._cache[t][k]
+        return self.cache.get((self._tag, t), lambda: self.renderer.segments(self.trajectories[t]))[k]
 
 
 def see_content(row: dict, images: list) -> list[dict]:
@@ -262,6 +304,7 @@ class SeeDataset(torch.utils.data.Dataset):
         renderer: Renderer,
         root: str | os.PathLike | None = None,
         limit: int | None = None,
+        cache: ExampleCache | None = None,
     ) -> None:
         from PIL import Image  # noqa: PLC0415
 
@@ -269,19 +312,19 @@ class SeeDataset(torch.utils.data.Dataset):
         root = Path(root) if root is not None else Path(path).parent
         self.rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()][:limit]
         self._load = lambda p: Image.open(root / p).convert("RGB")
-        self._cache: dict[int, Example] = {}
+        self.cache = cache if cache is not None else ExampleCache()
+        self._tag = next(_DATASETS)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> Example:
-        if i not in self._cache:
-            row = self.rows[i]
-            images = [self._load(p) for p in row["images"]]
-            content = see_content(row, images)
-            messages = [
-                {"role": "user", "content": content},
-                {"role": "assistant", "content": [{"type": "text", "text": row["answer"]}]},
-            ]
-            self._cache[i] = self.renderer.render_messages(messages, images, None, row["id"])
-        return self._cache[i]
+        return self.cache.get((self._tag, i), lambda: self._render(self.rows[i]))
+
+    def _render(self, row: dict) -> Example:
+        images = [self._load(p) for p in row["images"]]
+        messages = [
+            {"role": "user", "content": see_content(row, images)},
+            {"role": "assistant", "content": [{"type": "text", "text": row["answer"]}]},
+        ]
+        return self.renderer.render_messages(messages, images, None, row["id"])

@@ -36,7 +36,14 @@ import torch
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from train.collate import PackedCollator, PaddedCollator, attention_width, rope_function
-from train.render import KIND_NAMES, Renderer, SeeDataset, TrajectoryDataset, read_trajectory_files
+from train.render import (
+    KIND_NAMES,
+    ExampleCache,
+    Renderer,
+    SeeDataset,
+    TrajectoryDataset,
+    read_trajectory_files,
+)
 
 logger = logging.getLogger("mmreward.train")
 STAGING = ".staging"
@@ -62,6 +69,13 @@ class SFTScriptArguments:
         },
     )
     pack: bool = field(default=False, metadata={"help": "padding-free packing with exact mRoPE positions"})
+    cache_gb: float = field(
+        default=8.0,
+        metadata={
+            "help": "memory for rendered training examples (mostly pixel values, ~1.2 MB per 224-px image); past it "
+            "examples are rendered again each time they are used (a few ms each). 0: render every time"
+        },
+    )
     freeze_vision_tower: bool = False
     freeze_projector: bool = False
     eval_records: str | None = field(default=None, metadata={"help": "records file to judge at the end"})
@@ -244,8 +258,10 @@ def freeze(model, vision_tower: bool, projector: bool) -> dict[str, int]:
 def build_datasets(
     script: SFTScriptArguments, processor, max_length: int | None
 ) -> tuple[TrajectoryDataset, TrajectoryDataset | None, dict]:
-    """Render every trajectory up front; ones longer than ``max_length`` (SFTConfig's) are skipped and counted."""
+    """Render every example up front (kept in memory up to ``cache_gb``); trajectories longer than ``max_length``
+    (SFTConfig's) are skipped and counted."""
     renderer = Renderer(processor, max_length=max_length)
+    cache = ExampleCache(int(script.cache_gb * (1 << 30)))
     if not script.train_files and not script.see_files:
         raise ValueError(
             "train_files and see_files are empty; point train_files at trajectory JSONL (a distill run's "
@@ -262,7 +278,7 @@ def build_datasets(
 
     def build(files: list[str]) -> tuple[TrajectoryDataset, int]:
         trajs = read_trajectory_files(files)
-        ds = TrajectoryDataset(trajs, renderer, skip_bad=True)  # bad data fails here, not mid-training
+        ds = TrajectoryDataset(trajs, renderer, skip_bad=True, cache=cache)  # bad data fails here, not mid-training
         for reason in ds.skipped:
             logger.warning("skipping %s", reason)
         if trajs and not ds.trajectories:
@@ -277,10 +293,7 @@ def build_datasets(
     n_segments = len(parts[0]) if parts else 0
     limits = script.see_limit * len(script.see_files) if len(script.see_limit) == 1 else script.see_limit
     for f, limit in zip(script.see_files, limits or [None] * len(script.see_files), strict=True):
-        see = SeeDataset(f, renderer, limit=limit)
-        for i in range(len(see)):
-            see[i]
-        parts.append(see)
+        parts.append(SeeDataset(f, renderer, limit=limit, cache=cache))
     parts = [p for p in parts if len(p)]
     if not parts:
         raise ValueError("nothing to train on: every input file was empty")
@@ -291,11 +304,14 @@ def build_datasets(
         "see_examples": len(train) - n_segments,
         "skipped": skipped,
     }
-    lengths = [len(train[i]) for i in range(len(train))]
+    sizes = [(len(e), e.trained_tokens) for e in map(train.__getitem__, range(len(train)))]  # renders each once
+    lengths = [n for n, _ in sizes]
     stats.update(
         tokens=sum(lengths),
-        trained_tokens=sum(train[i].trained_tokens for i in range(len(train))),
+        trained_tokens=sum(t for _, t in sizes),
         max_length_seen=max(lengths),
+        cached_examples=len(cache),
+        cache_used_gb=round(cache.bytes / (1 << 30), 2),
     )
     eval_ds = build(script.eval_files)[0] if script.eval_files else None
     return train, eval_ds, stats
