@@ -163,6 +163,32 @@ def test_resume_after_kill_is_exact(data, tiny_model_dir, tmp_path):
     assert not (out / STAGING).exists() or not any((out / STAGING).iterdir())
 
 
+def test_rerun_of_a_finished_run_trains_no_further(data, tiny_model_dir, tmp_path):
+    """Re-running a run that ended mid-epoch (max_steps) resumes from its last checkpoint and stops there: the
+    same step count and the same weights, not one step more (as a pipeline re-run after a later step failed)."""
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path / "done"
+    cmd = [
+        sys.executable,
+        "-m",
+        "train.sft",
+        *args(data, tiny_model_dir, out, "--max_steps", "6", "--save_steps", "3"),
+    ]
+    for run in range(2):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+        assert r.returncode == 0, r.stderr[-3000:]
+        summary = json.loads((out / "manifest.json").read_text())["summary"]
+        assert summary["global_step"] == 6, (run, summary)
+        if run == 0:
+            first = load_file(out / "model.safetensors")
+    assert summary["resumed_from"] == str(out / "checkpoint-6")
+    again = load_file(out / "model.safetensors")
+    for k in first:
+        torch.testing.assert_close(first[k], again[k], atol=0, rtol=0)
+
+
 def test_incomplete_checkpoints_are_ignored(tmp_path):
     (tmp_path / "checkpoint-3").mkdir()
     (tmp_path / "checkpoint-3" / "trainer_state.json").write_text("{}")

@@ -341,12 +341,27 @@ def resume_point(cfg) -> str | None:
     return cfg.resume_from_checkpoint
 
 
+def _finished(checkpoint: str, cfg) -> bool:
+    """Whether ``checkpoint`` is the last step of a ``max_steps`` run."""
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    return cfg.max_steps > 0 and state.get("global_step", 0) >= cfg.max_steps
+
+
 def train_and_save(trainer, processor, cfg, stage: str, resume: str | None, started: float, extra: dict) -> dict:
     """Train (resuming if asked), save the model and processor in ``output_dir``, and return the run summary."""
     if resume:
         logger.warning("resuming from %s", resume)
         print(f"[{stage}] resuming from {resume}", flush=True)
-    result = trainer.train(resume_from_checkpoint=resume)
+    if resume and _finished(resume, cfg):
+        # Trainer would take one more step here: resuming mid-epoch, it skips the seen batches and only checks
+        # max_steps after the next optimizer step. So a finished run's weights and state are loaded, not trained.
+        from transformers import TrainerState  # noqa: PLC0415
+
+        trainer._load_from_checkpoint(resume)
+        trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
+        train_loss = 0.0  # nothing trained in this call (what Trainer reports for a re-run at an epoch's end)
+    else:
+        train_loss = trainer.train(resume_from_checkpoint=resume).training_loss
     trainer.save_model(cfg.output_dir)
     if trainer.is_world_process_zero():
         processor.save_pretrained(cfg.output_dir)
@@ -358,7 +373,7 @@ def train_and_save(trainer, processor, cfg, stage: str, resume: str | None, star
         torch.distributed.destroy_process_group()
     return {
         "stage": stage,
-        "train_loss": round(float(result.training_loss), 5),
+        "train_loss": round(float(train_loss), 5),
         "global_step": trainer.state.global_step,
         "resumed_from": resume,
         "world_size": trainer.accelerator.num_processes,
