@@ -6,8 +6,9 @@ it wrote against the oracle's perception of the same pixels (:mod:`data_pipeline
 
     python scripts/diagnose_judge.py --model runs/quickstart/sft --world runs/quickstart/world [--split val]
 
-Prints JSON: ``perception`` (what it says it sees is what is there), ``comparison`` (its match call follows
-from its own words and the prompt), ``match_call`` (its match call is right), ``verdict_follows_calls`` (on
+Prints JSON: ``perception`` (what it says it sees is what is there), ``restated`` (the prompt's
+objects it restates are the prompt's), ``comparison`` (its match call follows from its own words and the prompt),
+``match_call`` (its match call is right), ``verdict_follows_calls`` (on
 pairs where its two calls differ, it prefers the one it called a match) and ``accuracy``.
 """
 

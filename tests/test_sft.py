@@ -501,7 +501,7 @@ def test_perception_diagnostics_locate_and_contrast(tiny_model):
         "In obs_1 (the crop of image_1) I see a red cross.",
         "In obs_2 (the crop of image_2) I see a blue cross.",
     )
-    assert match_calls_right(row, f"{one} Nothing is off here. {two} But there is no red cross.") == [True, True]
+    assert match_calls_right(row, f"{one} It shows what was asked. {two} But there is no red cross.") == [True, True]
     assert match_calls_right(row, f"{one} But there is no red cross. {two} That matches the prompt.") == [False, False]
     assert match_calls_right(row, f"{one} This agrees with the description.") == [True, False]  # obs_2 unsaid
     assert match_calls_right(row, "a red cross.") == [False, False]

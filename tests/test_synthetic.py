@@ -242,6 +242,12 @@ def test_diagnosis_of_each_step(world, oracle_runs, each_runs):
     print("oracle diagnosis:", s)
     assert s["both_views_described"] == 1.0 and s["perception"] == 1.0 and s["match_call"] == 1.0, s
     assert s["comparison"] >= 0.9, s  # a relation problem is not in the "I see" list
+    assert s["restated"] == 1.0, s  # every finding restates the prompt's objects, in full
+    # The match call is about alignment; quality problems get a sentence of their own after it.
+    texts = [m["content"][0]["text"] for t in each_runs for m in t.messages if m["role"] == "assistant"]
+    calls = [c for x in texts for c in re.findall(r"asks for [^.]*\. ((?:But )?[^.]*\.)", x)]
+    assert calls and not [c for c in calls if "noisy" in c or "blurred" in c], calls
+    assert any("As for quality, " in x for x in texts)
     assert s["decisive_pairs"] > 10 and s["verdict_follows_calls"] == 1.0, s
 
     # A judge that always claims to see a red cross: its perception and match calls fail, its verdicts still
@@ -254,7 +260,19 @@ def test_diagnosis_of_each_step(world, oracle_runs, each_runs):
                 m["content"][0]["text"] = re.sub(r"I see .*?\. ", "I see a red cross. ", m["content"][0]["text"])
         blind.append(diagnose(r, t, out, WORLD_TOOLS))
     b = summarize(blind)
-    assert b["perception"] < 0.2 and b["verdict_follows_calls"] == 1.0, b
+    assert b["perception"] < 0.2 and b["verdict_follows_calls"] == 1.0 and b["restated"] == 1.0, b
+
+    # One that misquotes the prompt: only the restatement step fails.
+    misquote = []
+    for r, t in pairs:
+        t = copy.deepcopy(t)
+        for m in t.messages:
+            if m["role"] == "assistant":
+                text = m["content"][0]["text"]
+                m["content"][0]["text"] = re.sub(r"asks for [^.]*\.", "asks for two red crosses.", text)
+        misquote.append(diagnose(r, t, out, WORLD_TOOLS))
+    q = summarize(misquote)
+    assert q["restated"] < 0.2 and q["perception"] == 1.0 and q["match_call"] == 1.0, q
 
 
 def test_one_crop_rows_are_the_judges_views(world, oracle_runs, each_runs, tmp_path):
@@ -435,7 +453,11 @@ def test_comparison_warmup_rows(tmp_path):
         ):
             assert (obs, image) == (f"obs_{k}", f"image_{k}")
             assert line == f"obs_{k} (the crop of image_{k}) shows {seen_text}."
-            verdict = sentence.split(f"I see {seen_text}. ", 1)[1]
+            # the prompt's objects restated in the prompt's order, then the call
+            asked, verdict = re.fullmatch(
+                r"The prompt asks for ([^.]*)\. (.*)", sentence.split(f"I see {seen_text}. ", 1)[1]
+            ).groups()
+            assert list(parse_seen(asked).items()) == list(want.items())
             seen = parse_seen(seen_text)
             assert (seen == want) == match
             if match:

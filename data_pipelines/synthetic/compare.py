@@ -1,16 +1,17 @@
 """Text-only comparison exercises for the tiny backbone (``view: compare``): what is seen against what was asked.
 
-A judge that looks at each candidate writes what it sees and then whether that is what the prompt asks for ("In obs_2
-(the crop of image_2) I see an orange square. But there is no orange cross; there is an unexpected orange
-square."). The second sentence follows from the prompt and the first one alone; no picture is needed. The tiny
+A judge that looks at each candidate writes what it sees, the prompt's objects, and whether the two agree ("In obs_2
+(the crop of image_2) I see an orange square. The prompt asks for an orange cross. But there is no orange cross; there
+is an unexpected orange square."). The call follows from the two lists before it alone; no picture is needed. The tiny
 judge trained on distilled trajectories gets it wrong 39% of the time (``scripts/diagnose_judge.py``: "I see a yellow
 triangle. But there is no yellow triangle" for "A yellow triangle"). A pretrained language model would bring this
 from its pretraining; a randomly initialised 2-layer one sees only a few thousand such sentences in the
 trajectories. These rows give it tens of thousands, at about 50 tokens each.
 
-Each row shows a world prompt (``world.describe``) and what a picture shows, and asks for the judge's two sentences:
-``"I see <list>. <match phrase | But <issues>.>"``, worded by the oracle's own functions (``oracle.say_counts``,
-``oracle.count_issues``, ``oracle.MATCH_PHRASES``), so the rows teach exactly the sentences the trajectories use.
+Each row shows a world prompt (``world.describe``) and what a picture shows, and asks for the judge's sentences:
+``"I see <list>. The prompt asks for <list>. <match phrase | But <issues>.>"``, worded by the oracle's own functions
+(``oracle.say_counts``, ``oracle.asks_for``, ``oracle.count_issues``, ``oracle.MATCH_PHRASES``), so the rows teach
+exactly the sentences the trajectories use.
 What is seen is the prompt's objects (about 40% of rows) or the prompt's objects with one or two of the world's
 defects (a colour, a shape or a count changed, an object missing or added), listed in a shuffled order as a
 picture's objects are. Relations and quality problems need the picture; these rows leave them out.
@@ -27,7 +28,7 @@ from collections import Counter
 from typing import Any
 
 from data_pipelines.synthetic.lookup import write_text_rows
-from data_pipelines.synthetic.oracle import MATCH_PHRASES, count_issues, say_counts
+from data_pipelines.synthetic.oracle import MATCH_PHRASES, asks_for, count_issues, say_counts
 from data_pipelines.synthetic.world import (
     PALETTE,
     SHAPES,
@@ -105,7 +106,7 @@ def compare_example(rng: random.Random, rid: str, split: str, n_objects: tuple[i
         view = f"obs_{k} (the crop of image_{k})"
         shows.append(f"{view} shows {say_counts(seen)}.")
         verdict = "But " + "; ".join(issues) + "." if issues else rng.choice(MATCH_PHRASES)
-        says.append(f"In {view} I see {say_counts(seen)}. {verdict}")
+        says.append(f"In {view} I see {say_counts(seen)}. {asks_for(desc)} {verdict}")
         match.append(not issues)
     return {
         "id": rid,

@@ -73,8 +73,8 @@ def record_rows(rec, world_dir: Path, out: Path, split: str, seed: int = 0) -> l
                 "images": [name],
                 "labels": [f"Prompt: {rec.prompt}\n{where}:"],
                 "question": QUESTION,
-                "answer": finding(where, blobs, align + quality, _Pick(rng)),
-                "match": [not (align or quality)],
+                "answer": finding(where, blobs, align, quality, _Pick(rng), desc),
+                "match": [not align],  # the match call is alignment only (oracle.finding)
                 "level": 0,
                 "view": "crop",
                 "split": split,

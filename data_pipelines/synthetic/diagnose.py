@@ -5,6 +5,7 @@ what it sees there and whether that matches the prompt ("In obs_1 (the crop of i
 That matches the prompt."), then a verdict. Each step can be checked on its own:
 
 * **perception**: is what it says it sees what the oracle perceives in the same pixels (the crop it asked for)?
+* **restated**: where it restates the prompt's objects ("The prompt asks for a green square."), are they right?
 * **comparison**: does its match / no-match call follow from what it *said* it sees and the prompt (text only)?
 * **match call**: is that call right about the picture (perception and comparison together)?
 * **verdict**: where its two calls differ, does it prefer the candidate it called a match?
@@ -30,9 +31,11 @@ from mmreward.protocol import parse_turn
 from mmreward.tools.crop import crop_view
 
 FINDING = re.compile(
-    r"In (obs_\d+) \(the crop of (image_\d+)\) I see (.*?)\. "
-    r"(That matches the prompt|This agrees with the description|Nothing is off here|But )"
+    r"In (obs_\d+) \(the crop of (image_\d+)\) I see (.*?)\. (?:The prompt asks for [^.]*\. )?"
+    r"(That matches the prompt|This agrees with the description|It shows what was asked|But )"
 )
+# The prompt's objects as a finding restates them (``oracle.asks_for``), per view.
+ASKED = re.compile(r"In obs_\d+ \(the crop of (image_\d+)\) I see .*?\. The prompt asks for ([^.]*)\.")
 _COUNT = {**{w: n for n, w in NUMBER_WORDS.items()}, "a": 1, "an": 1}
 _SINGULAR = {p: s for s, p in PLURAL.items()}
 
@@ -71,6 +74,7 @@ def diagnose(record: PreferenceRecord, traj, world_dir: str | Path, tools) -> di
         if m["role"] != "assistant":
             continue
         think = parse_turn(m["content"][0]["text"]).think or ""
+        asked = dict(ASKED.findall(think))
         for _obs, image, seen, call in FINDING.findall(think):
             pixels = _view(record, traj, image, Path(world_dir), tools)
             if pixels is None:
@@ -82,10 +86,12 @@ def diagnose(record: PreferenceRecord, traj, world_dir: str | Path, tools) -> di
                 "said": seen,
                 "said_match": not call.startswith("But"),
                 "true": Counter((b.colour, b.shape) for b in blobs),
-                "true_match": not (align or quality),
+                "true_match": not align,  # the match call leaves quality to a sentence of its own
                 "parsed": said,
                 # what the judge's own words imply: a match when what it said it sees is what the prompt asks for
                 "implied_match": None if said is None else said == want,
+                # the prompt's objects, if it restated them: None when it did not
+                "restated": None if image not in asked else parse_seen(asked[image]) == want,
             }
     winner = (traj.verdict or {}).get("winner")
     return {"views": views, "winner": winner}
@@ -101,6 +107,9 @@ def summarize(diagnoses: list[dict[str, Any]]) -> dict[str, Any]:
             n["views"] += 1
             n["perception_right"] += v["parsed"] == v["true"]
             n["match_call_right"] += v["said_match"] == v["true_match"]
+            if v.get("restated") is not None:
+                n["restating_views"] += 1
+                n["restated_right"] += v["restated"]
             if v["implied_match"] is not None:
                 n["parsed_views"] += 1
                 n["comparison_consistent"] += v["said_match"] == v["implied_match"]
@@ -117,6 +126,7 @@ def summarize(diagnoses: list[dict[str, Any]]) -> dict[str, Any]:
         "views_described": n["views"],
         "both_views_described": rate("both_views_described", "trajectories"),
         "perception": rate("perception_right", "views"),
+        "restated": rate("restated_right", "restating_views"),
         "comparison": rate("comparison_consistent", "parsed_views"),
         "match_call": rate("match_call_right", "views"),
         "decisive_pairs": n["decisive"],

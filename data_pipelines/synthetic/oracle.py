@@ -142,13 +142,33 @@ def changed_objects(desc: Description, blobs: list[Blob]) -> int:
 
 
 # What the oracle says when a view shows what the prompt asks for (it varies the wording).
-MATCH_PHRASES = ("That matches the prompt.", "This agrees with the description.", "Nothing is off here.")
+MATCH_PHRASES = ("That matches the prompt.", "This agrees with the description.", "It shows what was asked.")
 
 
-def finding(where: str, blobs: list[Blob], problems: list[str], c: _Ctx) -> str:
-    """One view's description and what is wrong with it, as the oracle writes it."""
-    verdict = c.pick(*MATCH_PHRASES) if not problems else "But " + "; ".join(problems) + "."
-    return f"In {where} I see {_say_blobs(blobs)}. {verdict}"
+def asks_for(desc: Description) -> str:
+    """The prompt's objects restated, in the prompt's order: "The prompt asks for a green square and two red circles."
+
+    A finding says it right after what the judge sees, so the match call compares two short lists a few tokens
+    apart instead of one list with a prompt hundreds of image tokens back. The tiny judge trained without it made
+    the call at chance inside trajectories (scripts/diagnose_judge.py: comparison 0.50, perception 0.67); a copy
+    of the prompt's objects is the kind of step a small backbone learns first."""
+    return f"The prompt asks for {say_counts(Counter({(c, s): n for c, s, n in desc.groups}))}."
+
+
+def finding(where: str, blobs: list[Blob], align: list[str], quality: list[str], c: _Ctx, desc: Description) -> str:
+    """One view's description, the prompt's objects, whether the view shows them (the match call: alignment only),
+    and then its quality problems in a sentence of their own, as the oracle writes it.
+
+    The match call leaves quality out so that it follows from the two lists before it alone. With quality folded in
+    ("But the area around the green square is noisy."), the tiny judge learned to say a view is noisy whenever it
+    was unsure, and its one-crop match call stayed at 0.58, what always saying "But" scores, while what it saw and
+    the prompt's objects it restated were right."""
+    call = c.pick(*MATCH_PHRASES) if not align else "But " + "; ".join(align) + "."
+    text = f"In {where} I see {_say_blobs(blobs)}. {asks_for(desc)} {call}"
+    return text + (f" {QUALITY_LEAD} " + "; ".join(quality) + "." if quality else "")
+
+
+QUALITY_LEAD = "As for quality,"  # the sentence a finding's quality problems follow
 
 
 def _say_blobs(blobs: list[Blob]) -> str:
@@ -307,7 +327,7 @@ class OracleTeacher:
             if rec.modality == "answer":
                 lines.append(f"In {where} I see {_say_blobs(blobs)}.")
                 continue
-            lines.append(finding(where, blobs, align + quality, c))
+            lines.append(finding(where, blobs, align, quality, c, desc))
         if rec.modality == "answer":
             return self._answer_turn(rec, world, c, lines, verdicts[names[0]][2])
         if rec.task == "pointwise":
@@ -357,7 +377,7 @@ class OracleTeacher:
             src = done[-1]
             blobs = perceive(c.images[crops[src]], denoise=True)
             align, quality = evaluate_scene(desc, blobs)
-            think = finding(f"{crops[src]} (the crop of {src})", blobs, align + quality, c) + " " + think
+            think = finding(f"{crops[src]} (the crop of {src})", blobs, align, quality, c, desc) + " " + think
         return format_turn(think, tool=("crop", {"image": n, "bbox_2d": box}))
 
     def _answer_turn(self, rec, world, c: _Ctx, lines: list[str], blobs: list[Blob]) -> str:
