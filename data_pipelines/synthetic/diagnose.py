@@ -24,7 +24,7 @@ from typing import Any
 from PIL import Image
 
 from data_pipelines.records import PreferenceRecord
-from data_pipelines.synthetic.oracle import evaluate_scene
+from data_pipelines.synthetic.oracle import MATCH_PHRASES, evaluate_scene
 from data_pipelines.synthetic.perception import perceive
 from data_pipelines.synthetic.world import NUMBER_WORDS, PLURAL, Description
 from mmreward.protocol import parse_turn
@@ -32,7 +32,7 @@ from mmreward.tools.crop import crop_view
 
 FINDING = re.compile(
     r"In (obs_\d+) \(the crop of (image_\d+)\) I see (.*?)\. (?:The prompt asks for [^.]*\. )?"
-    r"(That matches the prompt|This agrees with the description|It shows what was asked|But )"
+    r"(" + "|".join(re.escape(p.rstrip(".")) for p in MATCH_PHRASES) + r"|But )"
 )
 # The prompt's objects as a finding restates them (``oracle.asks_for``), per view.
 ASKED = re.compile(r"In obs_\d+ \(the crop of (image_\d+)\) I see .*?\. The prompt asks for ([^.]*)\.")
