@@ -144,7 +144,7 @@ def register(sub) -> dict:
     j.add_argument("--k", type=int, default=4)
     j.add_argument("--temperature", type=float, default=1.0)
     j.add_argument("--top-p", type=float, default=1.0)
-    j.add_argument("--max-new-tokens", type=int, default=192, help="per assistant turn")
+    j.add_argument("--max-new-tokens", type=int, default=224, help="per assistant turn")
     j.add_argument("--batch-size", type=int, default=16, help="trajectories generated together")
     j.add_argument("--tools", choices=["on", "off"], default="on")
     j.add_argument("--max-accept", type=int, default=2, help="accepted trajectories per item")

@@ -7,9 +7,13 @@ it wrote against the oracle's perception of the same pixels (:mod:`data_pipeline
     python scripts/diagnose_judge.py --model runs/quickstart/sft --world runs/quickstart/world [--split val]
 
 Prints JSON: ``perception`` (what it says it sees is what is there), ``restated`` (the prompt's
-objects it restates are the prompt's), ``comparison`` (its match call follows from its own words and the prompt),
-``match_call`` (its match call is right), ``verdict_follows_calls`` (on
-pairs where its two calls differ, it prefers the one it called a match) and ``accuracy``.
+objects it restates are the prompt's), ``checks`` (its marks of either list against the other are right about its
+own lists), ``comparison`` (its match call follows from its own words and the prompt), ``match_call`` (its match
+call is right), ``verdict_follows_calls`` (on pairs where its two calls differ, it prefers the one it called a
+match) and ``accuracy``. ``implied_call`` and ``implied_verdict`` score what its own descriptions imply, as if it
+had compared them with the prompt faithfully: ``implied_verdict`` on the share ``implied_decisive`` of pairs where
+its descriptions single out one view. When that is well above its ``accuracy``, the step to fix is the comparison,
+not perception.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ def main() -> None:
     ap.add_argument("--split", default="val")
     ap.add_argument("--limit", type=int, default=80, help="two-image items to judge")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-new-tokens", type=int, default=160)
+    ap.add_argument("--max-new-tokens", type=int, default=224)
     ap.add_argument("--examples", type=int, default=0, help="also print this many judged items in full")
     args = ap.parse_args()
 

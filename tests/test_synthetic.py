@@ -243,9 +243,10 @@ def test_diagnosis_of_each_step(world, oracle_runs, each_runs):
     assert s["both_views_described"] == 1.0 and s["perception"] == 1.0 and s["match_call"] == 1.0, s
     assert s["comparison"] >= 0.9, s  # a relation problem is not in the "I see" list
     assert s["restated"] == 1.0, s  # every finding restates the prompt's objects, in full
+    assert s["checks"] == 1.0, s  # and marks each object of either list by whether the other has it
     # The match call is about alignment; quality problems get a sentence of their own after it.
     texts = [m["content"][0]["text"] for t in each_runs for m in t.messages if m["role"] == "assistant"]
-    calls = [c for x in texts for c in re.findall(r"asks for [^.]*\. ((?:But )?[^.]*\.)", x)]
+    calls = [c for x in texts for c in re.findall(r"I see: [^.]*\. ((?:But )?[^.]*\.)", x)]
     assert calls and not [c for c in calls if "noisy" in c or "blurred" in c], calls
     assert any("As for quality, " in x for x in texts)
     assert s["decisive_pairs"] > 10 and s["verdict_follows_calls"] == 1.0, s
@@ -273,6 +274,35 @@ def test_diagnosis_of_each_step(world, oracle_runs, each_runs):
         misquote.append(diagnose(r, t, out, WORLD_TOOLS))
     q = summarize(misquote)
     assert q["restated"] < 0.2 and q["perception"] == 1.0 and q["match_call"] == 1.0, q
+
+    # One whose marks all say "yes": only the check step fails, on the views that do not match.
+    yes = []
+    for r, t in pairs:
+        t = copy.deepcopy(t)
+        for m in t.messages:
+            if m["role"] == "assistant":
+                m["content"][0]["text"] = re.sub(r" no([;.])", r" yes\1", m["content"][0]["text"])
+        yes.append(diagnose(r, t, out, WORLD_TOOLS))
+    y = summarize(yes)
+    assert 0.2 < y["checks"] < 0.8 and y["perception"] == 1.0 and y["match_call"] == 1.0, y
+
+
+def test_check_lists_marks_each_object_both_ways():
+    """A finding's checks: the prompt's objects looked up in what is seen, then what is seen looked up in the
+    prompt's objects; a mark says "yes" only for the same colour, shape and count."""
+    from data_pipelines.synthetic.diagnose import marks_right  # noqa: PLC0415
+    from data_pipelines.synthetic.oracle import check_lists  # noqa: PLC0415
+
+    want = Counter({("green", "square"): 1, ("red", "circle"): 2})
+    seen = Counter({("red", "circle"): 3, ("green", "square"): 1, ("blue", "cross"): 1})
+    assert check_lists(want, seen) == (
+        "Check the prompt objects: a green square yes; two red circles no. "
+        "Check the objects I see: three red circles no; a green square yes; a blue cross no."
+    )
+    assert check_lists(want, Counter(want)).count(" no") == 0
+    assert check_lists(want, Counter()) == "Check the prompt objects: a green square no; two red circles no."
+    assert marks_right("a green square yes; two red circles no", seen) is True
+    assert marks_right("a green square no", seen) is False and marks_right("a blur yes", seen) is None
 
 
 def test_one_crop_rows_are_the_judges_views(world, oracle_runs, each_runs, tmp_path):
@@ -423,7 +453,7 @@ def test_comparison_warmup_rows(tmp_path):
     agree, and every missing, miscounted and unexpected object named. Generation is seeded; one- and two-crop rows,
     matches and each kind of mismatch are all common."""
     from data_pipelines.synthetic.compare import QUESTION, generate_compare  # noqa: PLC0415
-    from data_pipelines.synthetic.diagnose import FINDING, parse_seen  # noqa: PLC0415
+    from data_pipelines.synthetic.diagnose import FINDING, marks_right, parse_seen  # noqa: PLC0415
     from data_pipelines.synthetic.oracle import MATCH_PHRASES  # noqa: PLC0415
 
     m = generate_compare(tmp_path / "cmp", 600, seed=1, n_val=20)
@@ -453,13 +483,17 @@ def test_comparison_warmup_rows(tmp_path):
         ):
             assert (obs, image) == (f"obs_{k}", f"image_{k}")
             assert line == f"obs_{k} (the crop of image_{k}) shows {seen_text}."
-            # the prompt's objects restated in the prompt's order, then the call
-            asked, verdict = re.fullmatch(
-                r"The prompt asks for ([^.]*)\. (.*)", sentence.split(f"I see {seen_text}. ", 1)[1]
+            # the prompt's objects restated in the prompt's order, the checks of either list, then the call
+            asked, on_prompt, on_seen, verdict = re.fullmatch(
+                r"The prompt asks for ([^.]*)\. Check the prompt objects: ([^.]*)\. "
+                r"(?:Check the objects I see: ([^.]*)\. )?(.*)",
+                sentence.split(f"I see {seen_text}. ", 1)[1],
             ).groups()
             assert list(parse_seen(asked).items()) == list(want.items())
             seen = parse_seen(seen_text)
             assert (seen == want) == match
+            assert marks_right(on_prompt, seen) and (marks_right(on_seen, want) if on_seen else not seen)
+            assert (" no" not in f" {on_prompt}; {on_seen or ''}".replace(";", " ")) == match
             if match:
                 assert verdict in MATCH_PHRASES
                 kinds["match"] += 1

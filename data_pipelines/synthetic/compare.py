@@ -9,9 +9,9 @@ from its pretraining; a randomly initialised 2-layer one sees only a few thousan
 trajectories. These rows give it tens of thousands, at about 50 tokens each.
 
 Each row shows a world prompt (``world.describe``) and what a picture shows, and asks for the judge's sentences:
-``"I see <list>. The prompt asks for <list>. <match phrase | But <issues>.>"``, worded by the oracle's own functions
-(``oracle.say_counts``, ``oracle.asks_for``, ``oracle.count_issues``, ``oracle.MATCH_PHRASES``), so the rows teach
-exactly the sentences the trajectories use.
+``"I see <list>. The prompt asks for <list>. <checks> <match phrase | But <issues>.>"``, worded by the oracle's own
+functions (``oracle.say_counts``, ``oracle.asks_for``, ``oracle.check_lists``, ``oracle.count_issues``,
+``oracle.MATCH_PHRASES``), so the rows teach exactly the sentences the trajectories use.
 What is seen is the prompt's objects (about 40% of rows) or the prompt's objects with one or two of the world's
 defects (a colour, a shape or a count changed, an object missing or added), listed in a shuffled order as a
 picture's objects are. Relations and quality problems need the picture; these rows leave them out.
@@ -28,7 +28,7 @@ from collections import Counter
 from typing import Any
 
 from data_pipelines.synthetic.lookup import write_text_rows
-from data_pipelines.synthetic.oracle import MATCH_PHRASES, asks_for, count_issues, say_counts
+from data_pipelines.synthetic.oracle import MATCH_PHRASES, asks_for, check_lists, count_issues, say_counts
 from data_pipelines.synthetic.world import (
     PALETTE,
     SHAPES,
@@ -106,7 +106,8 @@ def compare_example(rng: random.Random, rid: str, split: str, n_objects: tuple[i
         view = f"obs_{k} (the crop of image_{k})"
         shows.append(f"{view} shows {say_counts(seen)}.")
         verdict = "But " + "; ".join(issues) + "." if issues else rng.choice(MATCH_PHRASES)
-        says.append(f"In {view} I see {say_counts(seen)}. {asks_for(desc)} {verdict}")
+        checks = check_lists(Counter(want), seen)
+        says.append(f"In {view} I see {say_counts(seen)}. {asks_for(desc)} {checks} {verdict}")
         match.append(not issues)
     return {
         "id": rid,

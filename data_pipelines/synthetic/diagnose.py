@@ -24,7 +24,7 @@ from typing import Any
 from PIL import Image
 
 from data_pipelines.records import PreferenceRecord
-from data_pipelines.synthetic.oracle import MATCH_PHRASES, evaluate_scene
+from data_pipelines.synthetic.oracle import CHECK_PROMPT, CHECK_SEEN, MATCH_PHRASES, evaluate_scene
 from data_pipelines.synthetic.perception import perceive
 from data_pipelines.synthetic.world import NUMBER_WORDS, PLURAL, Description
 from mmreward.protocol import parse_turn
@@ -32,7 +32,13 @@ from mmreward.tools.crop import crop_view
 
 FINDING = re.compile(
     r"In (obs_\d+) \(the crop of (image_\d+)\) I see (.*?)\. (?:The prompt asks for [^.]*\. )?"
+    rf"(?:{re.escape(CHECK_PROMPT)} [^.]*\. )?(?:{re.escape(CHECK_SEEN)} [^.]*\. )?"
     r"(" + "|".join(re.escape(p.rstrip(".")) for p in MATCH_PHRASES) + r"|But )"
+)
+# A finding's marks (``oracle.check_lists``), per view: the prompt's objects, then the objects it sees.
+CHECKS = re.compile(
+    rf"In obs_\d+ \(the crop of (image_\d+)\) I see [^.]*\. The prompt asks for [^.]*\. "
+    rf"{re.escape(CHECK_PROMPT)} ([^.]*)\.(?: {re.escape(CHECK_SEEN)} ([^.]*)\.)?"
 )
 # The prompt's objects as a finding restates them (``oracle.asks_for``), per view.
 ASKED = re.compile(r"In obs_\d+ \(the crop of (image_\d+)\) I see .*?\. The prompt asks for ([^.]*)\.")
@@ -55,6 +61,22 @@ def parse_seen(text: str) -> Counter | None:
     return out
 
 
+def marks_right(marked: str, other: Counter | None) -> bool | None:
+    """Whether every mark in ``"a green square no; two red circles yes"`` is right against ``other``, the list
+    each object was looked up in; None when it does not parse."""
+    if other is None:
+        return None
+    for part in marked.split("; "):
+        m = re.fullmatch(r"(.+) (yes|no)", part.strip())
+        obj = parse_seen(m.group(1)) if m else None
+        if not obj or len(obj) != 1:
+            return None
+        ((k, n),) = obj.items()
+        if (other.get(k) == n) != (m.group(2) == "yes"):
+            return False
+    return True
+
+
 def _view(record: PreferenceRecord, traj, image: str, world_dir: Path, tools) -> Image.Image | None:
     """The pixels the judge got back for its crop of ``image`` (re-rendered from the call it made)."""
     call = next((c for c in traj.tool_trace if c["ok"] and c["arguments"].get("image") == image), None)
@@ -75,6 +97,7 @@ def diagnose(record: PreferenceRecord, traj, world_dir: str | Path, tools) -> di
             continue
         think = parse_turn(m["content"][0]["text"]).think or ""
         asked = dict(ASKED.findall(think))
+        checks = {image: (a, b) for image, a, b in CHECKS.findall(think)}
         for _obs, image, seen, call in FINDING.findall(think):
             pixels = _view(record, traj, image, Path(world_dir), tools)
             if pixels is None:
@@ -92,9 +115,18 @@ def diagnose(record: PreferenceRecord, traj, world_dir: str | Path, tools) -> di
                 "implied_match": None if said is None else said == want,
                 # the prompt's objects, if it restated them: None when it did not
                 "restated": None if image not in asked else parse_seen(asked[image]) == want,
+                # its marks (oracle.check_lists), looked up in its own lists: None when it wrote none
+                "checked": None if image not in checks else _checks_right(checks[image], said, asked.get(image)),
             }
     winner = (traj.verdict or {}).get("winner")
     return {"views": views, "winner": winner}
+
+
+def _checks_right(marks: tuple[str, str], said: Counter | None, asked: str | None) -> bool | None:
+    restated = parse_seen(asked) if asked is not None else None
+    first = marks_right(marks[0], said)
+    second = marks_right(marks[1], restated) if marks[1] else said == Counter()
+    return None if first is None or second is None else bool(first and second)
 
 
 def summarize(diagnoses: list[dict[str, Any]]) -> dict[str, Any]:
@@ -107,6 +139,12 @@ def summarize(diagnoses: list[dict[str, Any]]) -> dict[str, Any]:
             n["views"] += 1
             n["perception_right"] += v["parsed"] == v["true"]
             n["match_call_right"] += v["said_match"] == v["true_match"]
+            if v.get("checked") is not None:
+                n["checking_views"] += 1
+                n["checked_right"] += v["checked"]
+            if v["implied_match"] is not None:
+                n["implied_views"] += 1
+                n["implied_call_right"] += v["implied_match"] == v["true_match"]
             if v.get("restated") is not None:
                 n["restating_views"] += 1
                 n["restated_right"] += v["restated"]
@@ -117,6 +155,13 @@ def summarize(diagnoses: list[dict[str, Any]]) -> dict[str, Any]:
         if v1 and v2 and v1["said_match"] != v2["said_match"] and d["winner"] is not None:
             n["decisive"] += 1
             n["verdict_follows_calls"] += (d["winner"] == 0) == v1["said_match"]
+        if v1 and v2 and v1["true_match"] != v2["true_match"]:
+            # the verdict its own words imply, where they imply one: the view it described as what was asked
+            i1, i2 = v1["implied_match"], v2["implied_match"]
+            if i1 is not None and i2 is not None and i1 != i2:
+                n["implied_decisive"] += 1
+                n["implied_verdict_right"] += i1 == v1["true_match"]
+            n["truth_decisive"] += 1
 
     def rate(a: str, b: str) -> float | None:
         return round(n[a] / n[b], 4) if n[b] else None
@@ -127,11 +172,19 @@ def summarize(diagnoses: list[dict[str, Any]]) -> dict[str, Any]:
         "both_views_described": rate("both_views_described", "trajectories"),
         "perception": rate("perception_right", "views"),
         "restated": rate("restated_right", "restating_views"),
+        # its marks are right about its own lists (the look-ups the match call rests on)
+        "checks": rate("checked_right", "checking_views"),
         "comparison": rate("comparison_consistent", "parsed_views"),
         "match_call": rate("match_call_right", "views"),
+        # the match call its own description implies (had it compared its words with the prompt faithfully)
+        "implied_call": rate("implied_call_right", "implied_views"),
+        # on pairs with one faithful view, the share whose descriptions single out one view, and how often that
+        # is the faithful one: what its perception alone would score
+        "implied_decisive": rate("implied_decisive", "truth_decisive"),
+        "implied_verdict": rate("implied_verdict_right", "implied_decisive"),
         "decisive_pairs": n["decisive"],
         "verdict_follows_calls": rate("verdict_follows_calls", "decisive"),
     }
 
 
-__all__ = ["FINDING", "diagnose", "parse_seen", "summarize"]
+__all__ = ["CHECKS", "FINDING", "diagnose", "marks_right", "parse_seen", "summarize"]

@@ -156,19 +156,48 @@ def asks_for(desc: Description) -> str:
 
 
 def finding(where: str, blobs: list[Blob], align: list[str], quality: list[str], c: _Ctx, desc: Description) -> str:
-    """One view's description, the prompt's objects, whether the view shows them (the match call: alignment only),
-    and then its quality problems in a sentence of their own, as the oracle writes it.
+    """One view's description, the prompt's objects, each object of either list checked against the other
+    (:func:`check_lists`), whether the view shows what was asked (the match call: alignment only), and then its
+    quality problems in a sentence of their own, as the oracle writes it.
 
     The match call leaves quality out so that it follows from the two lists before it alone. With quality folded in
     ("But the area around the green square is noisy."), the tiny judge learned to say a view is noisy whenever it
     was unsure, and its one-crop match call stayed at 0.58, what always saying "But" scores, while what it saw and
     the prompt's objects it restated were right."""
     call = c.pick(*MATCH_PHRASES) if not align else "But " + "; ".join(align) + "."
-    text = f"In {where} I see {_say_blobs(blobs)}. {asks_for(desc)} {call}"
+    want = Counter({(c_, s): n for c_, s, n in desc.groups})
+    seen = Counter((b.colour, b.shape) for b in blobs)
+    text = f"In {where} I see {say_counts(seen)}. {asks_for(desc)} {check_lists(want, seen)} {call}"
     return text + (f" {QUALITY_LEAD} " + "; ".join(quality) + "." if quality else "")
 
 
 QUALITY_LEAD = "As for quality,"  # the sentence a finding's quality problems follow
+
+# The two checks a finding makes between its lists before the match call (see check_lists).
+CHECK_PROMPT = "Check the prompt objects:"
+CHECK_SEEN = "Check the objects I see:"
+
+
+def check_lists(want: Counter, seen: Counter) -> str:
+    """Each of the prompt's objects marked by whether the view shows exactly it, then each object seen marked by
+    whether the prompt asks for exactly it: "Check the prompt objects: a green square no; two red circles yes. Check
+    the objects I see: an orange square no; two red circles yes." The match call that follows is "no mark says no".
+
+    Why spell it out: the call is whether two lists are equal as multisets, written in different orders. A 2-layer
+    model must look every object up in the other list and then combine the results in one step, before the call's
+    first token, and the tiny judge did not learn it: with the correct lists teacher-forced, its first view's call was
+    right on 0.73 of val pairs, while the lists it wrote itself picked the faithful view on 0.92 of the pairs where
+    they singled one out (scripts/diagnose_judge.py, ``implied_verdict``). One mark is one look-up (what an induction
+    head does), and the call then only has to notice a "no" among the marks a few tokens back."""
+
+    def marks(items: Counter, other: Counter) -> str:
+        return "; ".join(
+            f"{say_counts(Counter({k: n}))} {'yes' if other.get(k) == n else 'no'}" for k, n in items.items()
+        )
+
+    text = f"{CHECK_PROMPT} {marks(want, seen)}."
+    # "nothing I can make out" has no objects to check ("nothing" would also begin with the mark " no")
+    return text + (f" {CHECK_SEEN} {marks(seen, want)}." if seen else "")
 
 
 def _say_blobs(blobs: list[Blob]) -> str:
