@@ -105,7 +105,7 @@ class GRPOScriptArguments:
     eval_media_root: str | None = None
     eval_limit: int | None = 100
     eval_tools: bool = True
-    eval_max_new_tokens: int = 160
+    eval_max_new_tokens: int = 224
     eval_before: bool = True
     stage: str = "grpo"
 

@@ -297,7 +297,7 @@ class Pipeline:
             stage,
             ["train", stage, "--config", self.stage_recipe(stage), "--model_name_or_path", model,
              "--eval_records", self.world / "val.jsonl", "--eval_limit", s["eval_limit"],
-             "--eval_max_new_tokens", s.get("eval_max_new_tokens", 160),
+             "--eval_max_new_tokens", s.get("eval_max_new_tokens", 224),
              "--output_dir", self.p(stage), "--report_to", "tensorboard", *extra],
         )  # fmt: skip
 

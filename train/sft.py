@@ -82,7 +82,7 @@ class SFTScriptArguments:
     eval_media_root: str | None = None
     eval_limit: int | None = 200
     eval_tools: bool = True
-    eval_max_new_tokens: int = field(default=160, metadata={"help": "tokens per turn when judging eval_records"})
+    eval_max_new_tokens: int = field(default=224, metadata={"help": "tokens per turn when judging eval_records"})
     world_settings: bool = field(
         default=False, metadata={"help": "judge eval_records with the synthetic world's visual/tool settings"}
     )
