@@ -14,6 +14,11 @@ match) and ``accuracy``. ``implied_call`` and ``implied_verdict`` score what its
 had compared them with the prompt faithfully: ``implied_verdict`` on the share ``implied_decisive`` of pairs where
 its descriptions single out one view. When that is well above its ``accuracy``, the step to fix is the comparison,
 not perception.
+
+``--teacher-forced`` adds ``teacher_forced``: the same items' oracle trajectories in the same orders, and the
+judge's choice at the first token of each match call with the oracle's correct text before it (``train/probe.py``).
+That isolates the comparison step from errors earlier in the turn; ``first_view`` and ``second_view`` split it by
+the order the views were described in.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-new-tokens", type=int, default=224)
     ap.add_argument("--examples", type=int, default=0, help="also print this many judged items in full")
+    ap.add_argument(
+        "--teacher-forced",
+        action="store_true",
+        help="also run train/probe.py: the judge's match calls with the oracle's own trajectories in context",
+    )
     args = ap.parse_args()
 
     import torch  # noqa: PLC0415
@@ -76,6 +86,16 @@ def main() -> None:
     )
     report = summarize([diagnose(r, t, world, settings.tools) for r, t in zip(records, trajs)])
     report["accuracy"] = round(sum(check_verdict(r, t).correct for r, t in zip(records, trajs)) / len(records), 4)
+    if args.teacher_forced:
+        from data_pipelines.synthetic.oracle import OracleTeacher  # noqa: PLC0415
+        from train.probe import oracle_calls, probe_calls  # noqa: PLC0415
+        from train.render import Renderer  # noqa: PLC0415
+
+        oracle = RolloutEngine(OracleTeacher({r.id: r for r in records}, look="each"), settings=settings)
+        gold = oracle.run(
+            [r.to_task(world) for r in records], orders=orders, tools_on=True, keys=[f"{r.id}|tf" for r in records]
+        )
+        report["teacher_forced"] = probe_calls(model, Renderer(processor), gold, [oracle_calls(t) for t in gold])
     report["model"] = str(args.model)
     for r, t in list(zip(records, trajs))[: args.examples]:
         print(f"# {r.id} ({r.category}) {r.prompt!r}, order {t.order}", file=sys.stderr)

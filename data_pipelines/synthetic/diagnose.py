@@ -142,15 +142,13 @@ def summarize(diagnoses: list[dict[str, Any]]) -> dict[str, Any]:
             if v.get("checked") is not None:
                 n["checking_views"] += 1
                 n["checked_right"] += v["checked"]
-            if v["implied_match"] is not None:
-                n["implied_views"] += 1
+            if v["implied_match"] is not None:  # its list parsed: the call its words imply can be judged
+                n["parsed_views"] += 1
                 n["implied_call_right"] += v["implied_match"] == v["true_match"]
+                n["comparison_consistent"] += v["said_match"] == v["implied_match"]
             if v.get("restated") is not None:
                 n["restating_views"] += 1
                 n["restated_right"] += v["restated"]
-            if v["implied_match"] is not None:
-                n["parsed_views"] += 1
-                n["comparison_consistent"] += v["said_match"] == v["implied_match"]
         v1, v2 = d["views"].get("image_1"), d["views"].get("image_2")
         if v1 and v2 and v1["said_match"] != v2["said_match"] and d["winner"] is not None:
             n["decisive"] += 1
@@ -177,7 +175,7 @@ def summarize(diagnoses: list[dict[str, Any]]) -> dict[str, Any]:
         "comparison": rate("comparison_consistent", "parsed_views"),
         "match_call": rate("match_call_right", "views"),
         # the match call its own description implies (had it compared its words with the prompt faithfully)
-        "implied_call": rate("implied_call_right", "implied_views"),
+        "implied_call": rate("implied_call_right", "parsed_views"),
         # on pairs with one faithful view, the share whose descriptions single out one view, and how often that
         # is the faithful one: what its perception alone would score
         "implied_decisive": rate("implied_decisive", "truth_decisive"),
