@@ -13,6 +13,7 @@ was to spell the look-ups out (``oracle.check_lists``); after it the same number
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 import torch
@@ -61,7 +62,7 @@ def call_positions(example: Example, tokenizer) -> list[tuple[str, int]]:
         text = "".join(pieces)
         for m in FINDING.finditer(text):
             at = m.start(4)  # the call's first character; its token may begin with the space before it
-            k = max(n for n, s in enumerate(starts) if s <= at)
+            k = bisect.bisect_right(starts, at) - 1  # the token that holds it
             if starts[k] < at and text[starts[k] : at].strip():
                 raise ProbeError(f"{example.id}: the call at character {at} does not begin a token ({pieces[k]!r})")
             out.append((m.group(2), i + k))
@@ -86,6 +87,7 @@ def probe_calls(model, renderer: Renderer, trajs: list[Trajectory], truth: list[
         n[key] = n.get(key, 0) + value
 
     for traj, calls in zip(trajs, truth):
+        order = 0  # the views in the order the trajectory describes them, across its segments
         for ex in renderer.segments(traj):
             found = call_positions(ex, tok)
             if not found:
@@ -94,7 +96,8 @@ def probe_calls(model, renderer: Renderer, trajs: list[Trajectory], truth: list[
             if ex.pixel_values is not None:
                 inputs.update(pixel_values=ex.pixel_values, image_grid_thw=ex.image_grid_thw)
             logits = model(**inputs).logits[0].float()
-            for order, (image, k) in enumerate(found):
+            for image, k in found:
+                order += 1
                 actual = int(ex.input_ids[k])
                 is_match = calls[image]
                 if actual != but and actual not in match:
@@ -103,7 +106,7 @@ def probe_calls(model, renderer: Renderer, trajs: list[Trajectory], truth: list[
                     raise ProbeError(f"{ex.id}: {image}'s call in the text disagrees with the truth given")
                 row = logits[k - 1]
                 says_match = bool(row[match_ids].max() > row[but])
-                for key in ("calls", f"view_{order + 1}_calls"):
+                for key in ("calls", f"view_{order}_calls"):
                     add(key)
                     add(key + "_right", says_match == is_match)
                 add("says_but", not says_match)
