@@ -1,6 +1,9 @@
 """``mmreward``: one command line for every stage and tool.
 
     mmreward init-tiny OUT_DIR [--arch qwen2_5_vl|qwen3_vl] [sizes...]   build the offline tiny judge
+    mmreward init-tiny OUT_DIR --like qwen2_5_vl|qwen3_vl               a tiny checkpoint shaped like a real release
+    mmreward check-model DIR                                             readiness per stage, and what to fix
+    mmreward merge ADAPTER OUT                                           full checkpoint of a LoRA stage chain
     mmreward judge --model DIR --prompt TEXT --image A --image B         judge two images
     mmreward judge --model DIR --prompt TEXT --video A --video B         judge two videos
     mmreward judge --model DIR --question Q --answer A1 --answer A2 --image X   judge two answers
@@ -38,10 +41,46 @@ def _add_init_tiny(sub) -> None:
         "builds a larger model for experiments.",
     )
     p.add_argument("out_dir", help="folder to create (must not exist or be empty)")
-    p.add_argument("--arch", choices=["qwen2_5_vl", "qwen3_vl"], default="qwen2_5_vl")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--arch", choices=["qwen2_5_vl", "qwen3_vl"], default="qwen2_5_vl", help="model family (default %(default)s)"
+    )
+    p.add_argument(
+        "--like",
+        choices=["qwen2_5_vl", "qwen3_vl"],
+        help="instead: a checkpoint shaped like the real Qwen2.5-VL-7B / Qwen3-VL-8B release (real config fields, "
+        "token ids, processor settings, generation config and stock chat template; tiny random weights). For "
+        "testing the real path; the sizes options do not apply",
+    )
+    p.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default %(default)s)")
     for f in fields(TinySizes):
         p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=f.default, help=f"(default {f.default})")
+
+
+def _add_merge(sub) -> None:
+    p = sub.add_parser(
+        "merge",
+        help="write the full checkpoint behind a LoRA adapter (its whole stage chain merged)",
+        description="Merge a LoRA adapter folder, and every adapter its base chain names (RFT's names SFT's, which "
+        "names the model), into a full Hugging Face checkpoint with its processor, chat template and judge settings. "
+        "This is what vLLM serves (`trl vllm-serve --model OUT`, `vllm serve OUT`) and what a ZeRO-3 run starts from.",
+    )
+    p.add_argument("adapter", help="a LoRA adapter folder written by `mmreward train sft|rft|grpo`")
+    p.add_argument("out", help="folder to write (must not exist or be empty)")
+    p.add_argument("--base-model", help="the chain's base checkpoint, when the recorded path is not reachable here")
+
+
+def _add_check_model(sub) -> None:
+    p = sub.add_parser(
+        "check-model",
+        help="is a checkpoint ready for judge, SFT, GRPO with tools, serve and the vLLM backend? (what to fix if not)",
+        description="Check a checkpoint folder (full or LoRA adapter) the way the stages read it: config and adapter "
+        "chain, special tokens and vision token ids, the processor's pixel budgets, the chat template (TRL's tool, "
+        "prefix-preservation and tool-call-parsing checks, on disk and as loaded) and the recorded judge settings. "
+        "Prints one row per stage and exits 1 when any stage is not ready.",
+    )
+    p.add_argument("model", help="checkpoint or adapter folder")
+    p.add_argument("--base-model", help="the adapter chain's base checkpoint, when the recorded path is not reachable")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def _add_judge(sub) -> None:
@@ -138,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_init_tiny(sub)
+    _add_check_model(sub)
+    _add_merge(sub)
     _add_judge(sub)
     _add_serve(sub)
     COMMANDS.update(_plugins(sub))
@@ -157,6 +198,15 @@ def _plugins(sub) -> dict:
 
 def cmd_init_tiny(args: argparse.Namespace) -> int:
     from mmreward.tiny import TinySizes, init_tiny  # noqa: PLC0415
+
+    if args.like:
+        from mmreward.release_like import RELEASES, init_like  # noqa: PLC0415
+
+        start = time.perf_counter()
+        out = init_like(args.out_dir, args.like, seed=args.seed)
+        name = RELEASES[args.like]["name"]
+        print(f"wrote a tiny checkpoint shaped like {name} to {out} in {time.perf_counter() - start:.1f}s")
+        return 0
 
     sizes = TinySizes(**{f.name: getattr(args, f.name) for f in fields(TinySizes)})
     start = time.perf_counter()
@@ -206,31 +256,26 @@ def _task_from_args(args: argparse.Namespace):
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
-    from dataclasses import replace  # noqa: PLC0415
-
     from mmreward.judge import Judge, JudgeSettings  # noqa: PLC0415
     from mmreward.modeling import ModelSettings  # noqa: PLC0415
-    from mmreward.rollout import EngineSettings, SamplingSettings, load_judge_settings  # noqa: PLC0415
+    from mmreward.rollout import SamplingSettings  # noqa: PLC0415
+    from mmreward.settings import resolve_engine_settings  # noqa: PLC0415
 
     task = _task_from_args(args)
     from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
     hf_logging.disable_progress_bar()
     start = time.perf_counter()
-    recorded = load_judge_settings(args.model) or EngineSettings()  # what the checkpoint was trained with
-    visual = recorded.visual
-    if args.overview_frames is not None:
-        visual = replace(visual, overview_frames=args.overview_frames)
+    engine = resolve_engine_settings(
+        args.model,
+        overview_frames=args.overview_frames,
+        max_turns=args.max_turns,
+        budget=Budget(max_tool_calls=args.max_tool_calls),
+    )
     judge = Judge.from_pretrained(
         args.model,
         JudgeSettings(swap=args.swap, votes=args.votes, tools=not args.no_tools, reward=args.reward, seed=args.seed),
-        EngineSettings(
-            max_turns=args.max_turns,
-            budget=Budget(max_tool_calls=args.max_tool_calls),
-            visual=visual,
-            tools=recorded.tools,
-            visual_window=recorded.visual_window,
-        ),
+        engine,
         SamplingSettings(args.max_new_tokens, args.temperature, args.top_p, args.seed),
         ModelSettings(dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation),
         reuse_cache=args.reuse_cache,
@@ -321,7 +366,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict = {"init-tiny": cmd_init_tiny, "judge": cmd_judge, "serve": cmd_serve}
+def cmd_merge(args: argparse.Namespace) -> int:
+    from mmreward.modeling import merge_checkpoint  # noqa: PLC0415
+
+    start = time.perf_counter()
+    out = merge_checkpoint(args.adapter, args.out, base_model=args.base_model)
+    print(f"wrote the merged checkpoint of {args.adapter} to {out} in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+def cmd_check_model(args: argparse.Namespace) -> int:
+    from mmreward.readiness import check_model  # noqa: PLC0415
+
+    report = check_model(args.model, base_model=args.base_model)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
+    return 0 if report.ok else 1
+
+
+COMMANDS: dict = {
+    "init-tiny": cmd_init_tiny,
+    "check-model": cmd_check_model,
+    "merge": cmd_merge,
+    "judge": cmd_judge,
+    "serve": cmd_serve,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,9 +96,56 @@ def read_model_type(path: str | os.PathLike) -> str:
     return model_type
 
 
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")  # transformers 5 / the releases' layout
+
+
+def has_processor(path: str | os.PathLike) -> bool:
+    return any(Path(path, name).is_file() for name in PROCESSOR_FILES)
+
+
+def adapter_chain(path: str | os.PathLike, base_model: str | None = None) -> tuple[Path, list[Path]]:
+    """``(full checkpoint, [adapters from first to last])`` behind ``path``.
+
+    A stage that trains LoRA on top of an adapter records that adapter as its base (``train.sft`` does), so RFT's
+    adapter names SFT's, which names the model: each stage's weights are kept by following the chain. ``base_model``
+    replaces the chain's root when the recorded one is not reachable (a run folder moved to another machine)."""
+    adapters: list[Path] = []
+    path = Path(path)
+    while (path / "adapter_config.json").is_file():
+        if path in adapters:
+            raise ModelLoadError(f"{path}: the adapters' base_model_name_or_path entries form a loop")
+        adapters.insert(0, path)
+        config_path = path / "adapter_config.json"
+        try:
+            base = json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        except json.JSONDecodeError as exc:
+            raise ModelLoadError(f"{config_path}: invalid JSON ({exc})") from None
+        if not base:
+            raise ModelLoadError(f"{config_path} names no base_model_name_or_path; pass the base folder")
+        base_path = Path(base)
+        if not base_path.is_absolute() and not base_path.is_dir() and (path.parent / base).is_dir():
+            base_path = path.parent / base  # recorded relative to the adapter's folder
+        if not any((base_path / f).is_file() for f in ("config.json", "adapter_config.json")):
+            if base_model is None:
+                raise ModelLoadError(
+                    f"{path}: its base {base!r} is not a local checkpoint folder here; pass the base folder "
+                    "(--base-model / ModelSettings.base_model) or merge the adapter where its base exists "
+                    "(`mmreward merge`)"
+                )
+            base_path = Path(base_model)
+        path = base_path
+    return path, adapters
+
+
 def load_model(path: str | os.PathLike, settings: ModelSettings | None = None) -> tuple[Any, Any]:
-    """Load ``(model, processor)`` from a local folder (full checkpoint or PEFT adapter), in eval mode."""
+    """Load ``(model, processor)`` from a local folder (full checkpoint or PEFT adapter), in eval mode.
+
+    An adapter is loaded on its base, following the chain of adapters a staged run wrote (see :func:`adapter_chain`);
+    every adapter but the last is merged, the last too with ``merge_lora``. The processor gets the family's
+    tool-calling chat template where its own cannot do tools (:mod:`mmreward.chat_templates`)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: PLC0415
+
+    from mmreward.chat_templates import ensure_tool_template  # noqa: PLC0415
 
     settings = settings or ModelSettings()
     path = Path(path)
@@ -108,22 +155,44 @@ def load_model(path: str | os.PathLike, settings: ModelSettings | None = None) -
     attn = check_attn_implementation(settings.attn_implementation, device)
     dtype = resolve_dtype(settings.dtype, device)
 
-    adapter_config = path / "adapter_config.json"
-    if adapter_config.is_file():
-        base = settings.base_model or json.loads(adapter_config.read_text())["base_model_name_or_path"]
-        read_model_type(base)
-        model = AutoModelForImageTextToText.from_pretrained(base, dtype=dtype, attn_implementation=attn)
-        model = attach_adapter(model, path, merge=settings.merge_lora)
-        processor_dir = path if (path / "preprocessor_config.json").is_file() else Path(base)
-    else:
-        read_model_type(path)
-        model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, attn_implementation=attn)
-        processor_dir = path
+    root, adapters = adapter_chain(path, settings.base_model)
+    model_type = read_model_type(root)
+    model = AutoModelForImageTextToText.from_pretrained(root, dtype=dtype, attn_implementation=attn)
+    for i, adapter in enumerate(adapters):
+        last = i == len(adapters) - 1
+        model = attach_adapter(model, adapter, merge=settings.merge_lora or not last)
+    processor_dir = next((p for p in [*reversed(adapters), root] if has_processor(p)), root)
     processor = AutoProcessor.from_pretrained(processor_dir)
+    ensure_tool_template(processor, model_type)
     model.to(device)
     model.eval()
-    logger.info("loaded %s (%s, %s, attn=%s) on %s", path, model.config.model_type, dtype, attn, device)
+    chain = " + ".join(str(p) for p in [root, *adapters])
+    logger.info("loaded %s (%s, %s, attn=%s) on %s", chain, model.config.model_type, dtype, attn, device)
     return model, processor
+
+
+def merge_checkpoint(path: str | os.PathLike, out: str | os.PathLike, base_model: str | None = None) -> Path:
+    """Write the full checkpoint behind an adapter (its whole chain merged), with its processor and judge settings:
+    what vLLM serves and what a ZeRO-3 run starts from. Runs on the CPU in float32 unless the base says otherwise."""
+    import shutil  # noqa: PLC0415
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ModelLoadError(f"{out} exists and is not empty; choose another folder or remove it")
+    root, _ = adapter_chain(path, base_model)
+    dtype = json.loads((root / "config.json").read_text(encoding="utf-8")).get("dtype") or "float32"
+    dtype = dtype if dtype in DTYPES else "float32"
+    model, processor = load_model(
+        path, ModelSettings(dtype=dtype, device="cpu", merge_lora=True, base_model=base_model)
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    for name in ("mmreward_judge.json", "generation_config.json"):
+        src = next((p / name for p in (Path(path), root) if (p / name).is_file()), None)
+        if src is not None and not (out / name).is_file():
+            shutil.copy(src, out / name)
+    return out
 
 
 def attach_adapter(model, adapter_dir: str | os.PathLike, merge: bool = False, trainable: bool = False):

@@ -55,6 +55,9 @@ class RemoteSettings:
     # (vLLM) renders it with the checkpoint's chat template exactly as in training.
     tool_role: str = "user"
     send_tools: bool = False  # pass the tool schemas (the checkpoint's template renders them in the system turn)
+    # A chat template for the server to render with (vLLM's `chat_template` request field), for a served folder whose
+    # own template cannot do tools (a stock Qwen2.5-VL release). None: the server's own.
+    chat_template: str | None = None
 
     def __post_init__(self) -> None:
         if self.tool_role not in ("user", "tool"):
@@ -156,6 +159,8 @@ class OpenAIGenerator:
         extra: dict[str, Any] = {}
         if s.send_tools and r.tools:
             extra = {"tools": r.tools, "tool_choice": "none"}  # rendered by the template; calls are parsed by us
+        if s.chat_template is not None:
+            extra["extra_body"] = {"chat_template": s.chat_template}
         last = "no attempt"
         for attempt in range(s.retries + 1):
             wait = min(s.max_backoff_s, s.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
