@@ -325,15 +325,17 @@ def _reject(args) -> int:
     from data_pipelines.records import read_records  # noqa: PLC0415
     from data_pipelines.rejection import RejectionSettings, rejection_sample  # noqa: PLC0415
     from mmreward.modeling import ModelSettings, load_model  # noqa: PLC0415
-    from mmreward.rollout import EngineSettings, SamplingSettings, TransformersGenerator  # noqa: PLC0415
+    from mmreward.rollout import SamplingSettings, TransformersGenerator  # noqa: PLC0415
+    from mmreward.settings import resolve_engine_settings  # noqa: PLC0415
 
     records = read_records(args.records)
-    engine = EngineSettings(batch_size=args.batch_size)
+    world = {}
     if args.world:
         from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
 
-        engine = EngineSettings(batch_size=args.batch_size, visual=WORLD_VISUAL, tools=WORLD_TOOLS)
+        world = {"visual": WORLD_VISUAL, "tools": WORLD_TOOLS}
     model, processor = load_model(args.model, ModelSettings(device=args.device))
+    engine = resolve_engine_settings(args.model, processor, batch_size=args.batch_size, **world)
     sampling = SamplingSettings(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
     )

@@ -68,16 +68,18 @@ def _run(args) -> int:
     from eval.score import score_predictions, write_report  # noqa: PLC0415
     from eval.suites import get_suite, load_suite  # noqa: PLC0415
     from mmreward.modeling import ModelSettings, load_model  # noqa: PLC0415
-    from mmreward.rollout import EngineSettings, SamplingSettings, TransformersGenerator  # noqa: PLC0415
+    from mmreward.rollout import SamplingSettings, TransformersGenerator  # noqa: PLC0415
+    from mmreward.settings import resolve_engine_settings  # noqa: PLC0415
 
     suite = get_suite(args.suite)
     model, processor = load_model(args.model, ModelSettings(device=args.device))
     gen = TransformersGenerator(model, processor, SamplingSettings(max_new_tokens=args.max_new_tokens))
-    engine = EngineSettings(batch_size=args.batch_size)
-    if suite.world:
+    world = {}
+    if suite.world:  # the synthetic world's suites are judged with its settings, whatever the checkpoint recorded
         from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
 
-        engine = EngineSettings(batch_size=args.batch_size, visual=WORLD_VISUAL, tools=WORLD_TOOLS)
+        world = {"visual": WORLD_VISUAL, "tools": WORLD_TOOLS}
+    engine = resolve_engine_settings(args.model, processor, batch_size=args.batch_size, **world)
     settings = RunSettings(
         swap=args.swap,
         votes=args.votes,

@@ -27,7 +27,6 @@ from mmreward.rollout import (
     SamplingSettings,
     Trajectory,
     TransformersGenerator,
-    load_judge_settings,
 )
 from mmreward.verdict import NOUNS, Verdict
 
@@ -121,20 +120,15 @@ class Judge:
         model_settings: Any = None,
         reuse_cache: bool = False,
     ) -> Judge:
-        from mmreward.modeling import load_model, vision_patch_factor  # noqa: PLC0415
+        from mmreward.modeling import load_model  # noqa: PLC0415
+        from mmreward.settings import resolve_engine_settings  # noqa: PLC0415
 
         model, processor = load_model(model_dir, model_settings)
-        # Default: the visual and tool settings the checkpoint was trained with, where it recorded them.
-        engine_settings = engine_settings or load_judge_settings(model_dir) or EngineSettings()
-        factor = vision_patch_factor(processor)
-        if engine_settings.visual.image_budget.factor != factor:
-            from dataclasses import replace  # noqa: PLC0415
-
-            engine_settings = replace(
-                engine_settings,
-                visual=engine_settings.visual.with_factor(factor),
-                tools=engine_settings.tools.with_factor(factor),
-            )
+        # Default: the settings the checkpoint recorded; either way sized for this processor's patch and merge.
+        if engine_settings is None:
+            engine_settings = resolve_engine_settings(model_dir, processor)
+        else:
+            engine_settings = resolve_engine_settings(None, processor, fallback=engine_settings)
         generator = TransformersGenerator(model, processor, sampling, reuse_cache=reuse_cache)
         return cls(RolloutEngine(generator, settings=engine_settings), settings)
 

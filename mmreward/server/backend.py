@@ -9,11 +9,11 @@ Several vLLM replicas behind one URL, or tensor parallelism inside vLLM, is how 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from mmreward.judge import Judge, JudgeSettings
-from mmreward.rollout import EngineSettings, RolloutEngine, SamplingSettings, load_judge_settings
+from mmreward.rollout import RolloutEngine, SamplingSettings
 from mmreward.tools import Budget
 
 logger = logging.getLogger(__name__)
@@ -45,19 +45,41 @@ class BackendSettings:
             raise ValueError("the vllm backend needs --vllm-url (the server's OpenAI base URL, ending in /v1)")
 
 
+def vllm_chat_template(model_dir: str | None) -> str | None:
+    """The tool template to send with each request when the served folder's own cannot do tools (vLLM renders with
+    the folder's template unless a request names another); None when it can, or when the folder is not known here."""
+    if model_dir is None:
+        return None
+    from transformers import AutoProcessor  # noqa: PLC0415
+
+    from mmreward.chat_templates import (  # noqa: PLC0415
+        check_template,
+        family_of,  # noqa: PLC0415
+        tool_template,
+    )
+    from mmreward.modeling import has_processor, read_model_type  # noqa: PLC0415
+
+    if not has_processor(model_dir) or not Path(model_dir, "config.json").is_file():
+        return None
+    processor = AutoProcessor.from_pretrained(model_dir)
+    if check_template(processor).ok:
+        return None
+    logger.info("%s: its chat template cannot do tools; sending mmreward's with each request", model_dir)
+    return tool_template(family_of(read_model_type(model_dir)))
+
+
 def build_judge(b: BackendSettings) -> Judge:
-    recorded = load_judge_settings(b.model) if b.model and Path(b.model).is_dir() else None
-    base = recorded or EngineSettings()
-    visual = base.visual if b.overview_frames is None else replace(base.visual, overview_frames=b.overview_frames)
-    engine = EngineSettings(
+    from mmreward.settings import recorded_settings, resolve_engine_settings  # noqa: PLC0415
+
+    model_dir = b.model if b.model and Path(b.model).is_dir() else None
+    engine = resolve_engine_settings(
+        model_dir,
+        overview_frames=b.overview_frames,
         max_turns=b.max_turns,
         batch_size=b.engine_batch,
         budget=Budget(max_tool_calls=b.max_tool_calls),
-        visual=visual,
-        tools=base.tools,
-        visual_window=base.visual_window,
     )
-    if recorded is not None:
+    if recorded_settings(model_dir) is not None:
         logger.info("using the visual and tool settings recorded in %s", b.model)
     sampling = SamplingSettings(max_new_tokens=b.max_new_tokens)
     if b.backend == "transformers":
@@ -72,13 +94,6 @@ def build_judge(b: BackendSettings) -> Judge:
         )
     from mmreward.remote import OpenAIGenerator, RemoteSettings  # noqa: PLC0415
 
-    if b.model and Path(b.model, "preprocessor_config.json").is_file():
-        from transformers import AutoProcessor  # noqa: PLC0415
-
-        from mmreward.modeling import vision_patch_factor  # noqa: PLC0415
-
-        factor = vision_patch_factor(AutoProcessor.from_pretrained(b.model))
-        engine = replace(engine, visual=engine.visual.with_factor(factor), tools=engine.tools.with_factor(factor))
     generator = OpenAIGenerator(
         RemoteSettings(
             base_url=b.vllm_url,
@@ -89,6 +104,7 @@ def build_judge(b: BackendSettings) -> Judge:
             concurrency=b.vllm_concurrency,
             tool_role="tool",
             send_tools=True,
+            chat_template=vllm_chat_template(model_dir),
         )
     )
     return Judge(RolloutEngine(generator, settings=engine), JudgeSettings())

@@ -1,0 +1,85 @@
+"""The one place that decides the engine and visual settings a checkpoint is judged with.
+
+In order: the settings the checkpoint recorded (``mmreward_judge.json``, written by every training stage; an adapter
+without one inherits its chain's), else the caller's fallback, else the engine's defaults; then the processor's patch
+and merge factors (pixel budgets are multiples of patch * merge: 28 px for Qwen2.5-VL, 32 for Qwen3-VL); then the
+explicit overrides. The judge CLI, the server, eval, distillation, rejection sampling and the SFT/GRPO evaluations
+all call :func:`resolve_engine_settings`, so no synthetic-world setting reaches a real checkpoint unless asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from mmreward.rollout import EngineSettings, load_judge_settings
+
+ENGINE_FIELDS = {f.name for f in fields(EngineSettings)}
+
+
+def recorded_settings(model_dir: str | os.PathLike | None) -> EngineSettings | None:
+    """The settings recorded in ``model_dir``, or in the first checkpoint of its adapter chain that has them."""
+    if not model_dir or not Path(model_dir).is_dir():
+        return None
+    from mmreward.modeling import ModelLoadError, adapter_chain  # noqa: PLC0415
+
+    try:
+        root, adapters = adapter_chain(model_dir)
+    except ModelLoadError:
+        root, adapters = Path(model_dir), []
+    for folder in [Path(model_dir), *reversed(adapters), root]:
+        found = load_judge_settings(folder)
+        if found is not None:
+            return found
+    return None
+
+
+def patch_factor(model_dir: str | os.PathLike | None = None, processor=None) -> int | None:
+    """Pixels per visual token side (patch * merge) of ``processor``, or of the processor in ``model_dir``."""
+    if processor is None and model_dir is not None:
+        from mmreward.modeling import ModelLoadError, adapter_chain, has_processor  # noqa: PLC0415
+
+        try:
+            root, adapters = adapter_chain(model_dir)
+        except ModelLoadError:
+            root, adapters = Path(model_dir), []
+        folder = next((p for p in [Path(model_dir), *reversed(adapters), root] if has_processor(p)), None)
+        if folder is None:
+            return None
+        from transformers import AutoProcessor  # noqa: PLC0415
+
+        processor = AutoProcessor.from_pretrained(folder)
+    if processor is None:
+        return None
+    ip = processor.image_processor
+    return int(ip.patch_size) * int(ip.merge_size)
+
+
+def resolve_engine_settings(
+    model_dir: str | os.PathLike | None = None,
+    processor=None,
+    *,
+    fallback: EngineSettings | None = None,
+    overview_frames: int | None = None,
+    **overrides: Any,
+) -> EngineSettings:
+    """Recorded settings (else ``fallback``, else defaults), sized for the processor, then ``overrides``.
+
+    ``overrides`` are :class:`EngineSettings` fields (``visual=...`` and ``tools=...`` replace the recorded ones, as
+    the synthetic world's settings do when asked for); ``None`` values are ignored. ``overview_frames`` replaces just
+    that field of the visual settings."""
+    unknown = set(overrides) - ENGINE_FIELDS
+    if unknown:
+        raise TypeError(f"not EngineSettings fields: {sorted(unknown)}")
+    settings = recorded_settings(model_dir) or fallback or EngineSettings()
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if overview_frames is not None:
+        settings = replace(settings, visual=replace(settings.visual, overview_frames=overview_frames))
+    factor = patch_factor(model_dir, processor)
+    if factor is not None and settings.visual.image_budget.factor != factor:
+        settings = replace(
+            settings, visual=settings.visual.with_factor(factor), tools=settings.tools.with_factor(factor)
+        )
+    return settings
