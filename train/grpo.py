@@ -33,6 +33,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 import random
 import shutil
 import sys
@@ -58,6 +59,7 @@ from train.sft import (
     git_version,
     load_for_training,
     lora_config,
+    partitioned_weights,
     resume_point,
     train_and_save,
 )
@@ -115,13 +117,19 @@ def parse(argv: list[str] | None = None) -> tuple[GRPOScriptArguments, GRPOConfi
     return parser.parse_args_and_config(argv)
 
 
-def engine_settings(script: GRPOScriptArguments, max_turns: int) -> EngineSettings:
-    budget = Budget(max_tool_calls=script.max_tool_calls)
+def engine_settings(
+    script: GRPOScriptArguments, max_turns: int, model_dir: str | None = None, processor=None
+) -> EngineSettings:
+    """The engine settings rollouts use: the checkpoint's (see :mod:`mmreward.settings`), with the run's tool budget."""
+    from mmreward.settings import resolve_engine_settings  # noqa: PLC0415
+
+    world = {}
     if script.world_settings:
         from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
 
-        return EngineSettings(max_turns=max_turns, budget=budget, visual=WORLD_VISUAL, tools=WORLD_TOOLS)
-    return EngineSettings(max_turns=max_turns, budget=budget)
+        world = {"visual": WORLD_VISUAL, "tools": WORLD_TOOLS}
+    budget = Budget(max_tool_calls=script.max_tool_calls)
+    return resolve_engine_settings(model_dir, processor, max_turns=max_turns, budget=budget, **world)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -368,6 +376,55 @@ def load_records(script: GRPOScriptArguments) -> tuple[list[PreferenceRecord], s
     return records, root
 
 
+def check_tool_loop_distribution(cfg: GRPOConfig, world_size: int, partitioned: bool) -> None:
+    """Refuse the multi-process setups where TRL 1.16's tool loop hangs or mixes up completions.
+
+    The loop calls generate only on ranks that still have pending tool calls. In vLLM server mode generate is a
+    collective (gather, then broadcast and slice by rank; huggingface/trl#6673), and with transformers under ZeRO-3
+    every forward gathers parameters collectively, so a rank with nothing left to generate leaves the others waiting.
+    vLLM colocate with tensor parallel size 1 (each rank its own engine, no collective in generate) and plain DDP
+    are safe."""
+    if world_size <= 1:
+        return
+    if cfg.use_vllm and cfg.vllm_mode == "server":
+        raise ValueError(
+            f"GRPO with tools on {world_size} processes cannot use vllm_mode: server (TRL's server generate is a "
+            "collective that ranks without pending tool calls skip, huggingface/trl#6673): use vllm_mode: colocate "
+            "with vllm_tensor_parallel_size: 1, or train on one process"
+        )
+    if cfg.use_vllm and cfg.vllm_mode == "colocate" and (cfg.vllm_tensor_parallel_size or 1) > 1:
+        raise ValueError(
+            "GRPO with tools cannot use vllm_tensor_parallel_size > 1: colocated generate then gathers across the "
+            "tensor-parallel group, which ranks without pending tool calls skip; set it to 1"
+        )
+    if not cfg.use_vllm and partitioned:
+        raise ValueError(
+            f"GRPO with tools on {world_size} processes under ZeRO-3 needs vLLM (use_vllm: true, vllm_mode: "
+            "colocate): transformers generation gathers partitioned weights collectively on every forward, and the "
+            "tool loop generates only on ranks with pending calls"
+        )
+
+
+def vision_suppression(cfg: GRPOConfig, ids: list[int]) -> dict[str, Any]:
+    """``generation_kwargs`` that keep vision placeholder tokens out of sampling (a sampled ``<|video_pad|>`` breaks
+    the next turn's rope index), in the generating engine's own terms: ``suppress_tokens`` for ``transformers``;
+    for vLLM, whose ``SamplingParams`` has no such field (colocate raises, the server ignores it), a -100 logit bias,
+    which TRL passes through to ``SamplingParams`` in both modes."""
+    kwargs = dict(cfg.generation_kwargs or {})
+    if not cfg.use_vllm:
+        kwargs.setdefault("suppress_tokens", ids)
+        return kwargs
+    if "suppress_tokens" in kwargs:
+        raise ValueError(
+            "generation_kwargs.suppress_tokens is a transformers option that vLLM does not have; with use_vllm, "
+            "give logit_bias instead (mmreward already biases the vision tokens to -100)"
+        )
+    bias = {int(i): -100.0 for i in ids}
+    bias.update({int(k): float(v) for k, v in (kwargs.get("logit_bias") or {}).items()})
+    kwargs["logit_bias"] = bias
+    return kwargs
+
+
 def build_trainer(script: GRPOScriptArguments, cfg: GRPOConfig, model_args: ModelConfig):
     """The trainer, its dataset and engine settings (also used by tests and the rollout benchmark)."""
     if cfg.use_cpu and cfg.bf16:
@@ -375,16 +432,15 @@ def build_trainer(script: GRPOScriptArguments, cfg: GRPOConfig, model_args: Mode
     if script.swap not in ("none", "random", "both"):
         raise ValueError(f"swap must be none, random or both, not {script.swap!r}")
     cfg.remove_unused_columns = False
+    check_tool_loop_distribution(cfg, int(os.environ.get("WORLD_SIZE", "1")), partitioned_weights())
     model, processor = load_for_training(model_args, cfg)
     records, root = load_records(script)
     max_turns = (cfg.max_tool_calling_iterations or script.max_tool_calls) + 1
-    settings = engine_settings(script, max_turns)
+    settings = engine_settings(script, max_turns, model_args.model_name_or_path, processor)
     rows, skipped = build_rows(records, settings, root, script.swap, cfg.seed)
     if not rows:
         raise ValueError(f"no usable records (skipped: {skipped})")
-    generation = dict(cfg.generation_kwargs or {})
-    generation.setdefault("suppress_tokens", vision_token_ids(processor.tokenizer))  # a sampled <|video_pad|> crashes
-    cfg.generation_kwargs = generation
+    cfg.generation_kwargs = vision_suppression(cfg, vision_token_ids(processor.tokenizer))
     reward_settings = RewardSettings(script.tool_bonus, script.invalid_penalty, script.length_target)
     funcs = make_reward_funcs(script.rewards, processor.tokenizer, reward_settings)
     if cfg.reward_weights is not None and len(cfg.reward_weights) != len(funcs):
@@ -417,10 +473,12 @@ def run(script: GRPOScriptArguments, cfg: GRPOConfig, model_args: ModelConfig) -
         if before_file.is_file():
             before = json.loads(before_file.read_text())  # measured before a resumed run started
         elif not resume:
-            before = evaluate_checkpoint(trainer.model, processor, script)
+            before = evaluate_checkpoint(trainer.model, processor, script, model_args.model_name_or_path)
             before_file.write_text(json.dumps(before, indent=2))
         trainer.model.train()
-    summary = train_and_save(trainer, processor, cfg, script.stage, resume, started, stats)
+    summary = train_and_save(
+        trainer, processor, cfg, script.stage, resume, started, stats, model_args.model_name_or_path
+    )
     summary["step_time_s"] = {k: round(v, 2) for k, v in trainer.step_times.items()}
     if trainer.is_world_process_zero():
         from mmreward.rollout import save_judge_settings  # noqa: PLC0415
@@ -431,7 +489,7 @@ def run(script: GRPOScriptArguments, cfg: GRPOConfig, model_args: ModelConfig) -
         summary["curves"] = plot_curves(trainer.state.log_history, out / "curves.png", title="grpo", keys=keys)
         if script.eval_records:
             summary["eval_before"] = _brief(before)
-            summary["eval_after"] = _brief(evaluate_checkpoint(trainer.model, processor, script))
+            summary["eval_after"] = _brief(evaluate_checkpoint(trainer.model, processor, script, cfg.output_dir))
         manifest = {
             "stage": script.stage,
             "inputs": {"train_files": script.train_files, "model": model_args.model_name_or_path},

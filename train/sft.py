@@ -219,6 +219,13 @@ def load_for_training(model_args: ModelConfig, cfg: SFTConfig):
         raise ValueError("model_name_or_path is required (a local checkpoint folder)")
     dtype = model_args.dtype if model_args.dtype not in (None, "auto") else ("bfloat16" if cfg.bf16 else "float32")
     device = "cpu" if cfg.use_cpu else "auto"
+    if partitioned_weights() and (Path(model_args.model_name_or_path) / "adapter_config.json").is_file():
+        # Under ZeRO-3 the base is partitioned as it loads, and PEFT cannot merge into partitioned weights.
+        raise ValueError(
+            f"{model_args.model_name_or_path} is a LoRA adapter and this run shards weights with ZeRO-3, which cannot "
+            "merge it: write the full checkpoint first with `mmreward merge "
+            f"{model_args.model_name_or_path} OUT` and set model_name_or_path to OUT"
+        )
     model, processor = load_model(
         model_args.model_name_or_path,
         # Training on top of an adapter checkpoint (RFT after a LoRA SFT) merges it first; a new adapter goes on top.
@@ -228,28 +235,63 @@ def load_for_training(model_args: ModelConfig, cfg: SFTConfig):
     return model, processor
 
 
-def lora_config(model_args: ModelConfig):
-    """The PEFT config the recipe asks for (None for full fine-tuning); LoRA targets default to mmreward's."""
+def partitioned_weights() -> bool:
+    """Whether this process loads weights partitioned (DeepSpeed ZeRO-3 with zero.Init)."""
+    from transformers.integrations import is_deepspeed_zero3_enabled  # noqa: PLC0415
+
+    return bool(is_deepspeed_zero3_enabled())
+
+
+def record_adapter_base(out: str | os.PathLike, model_name_or_path: str) -> None:
+    """Make a LoRA stage's adapter name the checkpoint it was trained on as its base (PEFT records the original
+    model, because the input adapter was merged first), so loading it keeps every earlier stage's weights."""
+    config_path = Path(out) / "adapter_config.json"
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = str(Path(model_name_or_path).resolve())
+    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+
+def lora_config(model_args: ModelConfig, model=None, train_projector: bool = False):
+    """The PEFT config the recipe asks for (None for full fine-tuning); LoRA targets default to mmreward's.
+
+    PEFT freezes everything it does not adapt, so a projector that is to be trained under LoRA (``freeze_projector:
+    false``) is trained in full through ``modules_to_save``."""
     if not model_args.use_peft:
         return None
     from mmreward.modeling import LORA_TARGETS  # noqa: PLC0415
 
     if not model_args.lora_target_modules:
         model_args.lora_target_modules = LORA_TARGETS
+    if train_projector and model is not None:
+        extra = [m for m in projector_modules(model) if m not in (model_args.lora_modules_to_save or [])]
+        model_args.lora_modules_to_save = list(model_args.lora_modules_to_save or []) + extra
     return get_peft_config(model_args)
 
 
+PROJECTOR_PREFIXES = ("merger", "deepstack_merger_list")  # Qwen2.5-VL's merger; Qwen3-VL's also its deepstack mergers
+
+
+def projector_modules(model) -> list[str]:
+    """Names (relative to the model) of the modules that project vision features into the language model."""
+    return [
+        n
+        for n, _ in model.named_modules()
+        if n.split(".visual.", 1)[-1] in ("merger",) or (".deepstack_merger_list." in n and n.split(".")[-1].isdigit())
+    ]
+
+
 def freeze(model, vision_tower: bool, projector: bool) -> dict[str, int]:
+    """Freeze the vision tower's blocks and/or the projector (merger and, on Qwen3-VL, the deepstack mergers)."""
     inner = getattr(model, "model", model)
     visual = getattr(inner, "visual", None)
     frozen = 0
-    if visual is not None and vision_tower:
-        for n, p in visual.named_parameters():
-            if not n.startswith("merger"):
-                p.requires_grad_(False)
-                frozen += p.numel()
-    if visual is not None and projector and hasattr(visual, "merger"):
-        for p in visual.merger.parameters():
+    if visual is None:
+        return {"frozen_parameters": 0}
+    for n, p in visual.named_parameters():
+        is_projector = n.startswith(PROJECTOR_PREFIXES)
+        if (is_projector and projector) or (not is_projector and vision_tower):
             p.requires_grad_(False)
             frozen += p.numel()
     return {"frozen_parameters": frozen}
@@ -347,8 +389,11 @@ def _finished(checkpoint: str, cfg) -> bool:
     return cfg.max_steps > 0 and state.get("global_step", 0) >= cfg.max_steps
 
 
-def train_and_save(trainer, processor, cfg, stage: str, resume: str | None, started: float, extra: dict) -> dict:
-    """Train (resuming if asked), save the model and processor in ``output_dir``, and return the run summary."""
+def train_and_save(
+    trainer, processor, cfg, stage: str, resume: str | None, started: float, extra: dict, base_model: str | None = None
+) -> dict:
+    """Train (resuming if asked), save the model and processor in ``output_dir``, and return the run summary.
+    ``base_model`` is the checkpoint trained on, recorded as a LoRA adapter's base."""
     if resume:
         logger.warning("resuming from %s", resume)
         print(f"[{stage}] resuming from {resume}", flush=True)
@@ -365,6 +410,8 @@ def train_and_save(trainer, processor, cfg, stage: str, resume: str | None, star
     trainer.save_model(cfg.output_dir)
     if trainer.is_world_process_zero():
         processor.save_pretrained(cfg.output_dir)
+        if base_model:
+            record_adapter_base(cfg.output_dir, base_model)
     # Leave the process group together, now: what follows (plots, eval, manifest) is rank 0's alone. A rank that
     # exits with its gloo group still open while the other is busy was seen to die with SIGABRT at shutdown (about
     # 1 run in 10 of the 2-process test), failing a run whose training and checkpoint were complete.
@@ -443,17 +490,19 @@ def run(script: SFTScriptArguments, cfg: SFTConfig, model_args: ModelConfig) -> 
         eval_dataset=_index_dataset(len(eval_ds), "eval") if eval_ds is not None else None,
         data_collator=_Lookup({"train": train, "eval": eval_ds}, collator),
         processing_class=processor,
-        peft_config=lora_config(model_args),
+        peft_config=lora_config(model_args, model, train_projector=not script.freeze_projector),
     )
     resume = resume_point(cfg)
-    summary = train_and_save(trainer, processor, cfg, script.stage, resume, started, {**stats, **frozen})
+    summary = train_and_save(
+        trainer, processor, cfg, script.stage, resume, started, {**stats, **frozen}, model_args.model_name_or_path
+    )
     if trainer.is_world_process_zero():
         from train.plots import plot_curves  # noqa: PLC0415
 
         record_judge_settings(cfg.output_dir, script.train_files, model_args.model_name_or_path)
         summary["curves"] = plot_curves(trainer.state.log_history, out / "curves.png", title=f"{script.stage}")
         if script.eval_records:
-            summary["eval"] = evaluate_checkpoint(trainer.model, processor, script)
+            summary["eval"] = evaluate_checkpoint(trainer.model, processor, script, cfg.output_dir)
         if script.eval_see:
             from train.see import evaluate_see  # noqa: PLC0415
 
@@ -479,18 +528,22 @@ def run(script: SFTScriptArguments, cfg: SFTConfig, model_args: ModelConfig) -> 
     return summary
 
 
-def evaluate_checkpoint(model, processor, script: SFTScriptArguments) -> dict:
-    """Greedy judging of ``eval_records`` (tools on by default): accuracy, by category and needs-tool."""
+def evaluate_checkpoint(model, processor, script: SFTScriptArguments, model_dir: str | None = None) -> dict:
+    """Greedy judging of ``eval_records`` (tools on by default): accuracy, by category and needs-tool. The engine
+    settings are the ones ``model_dir`` recorded (:func:`mmreward.settings.resolve_engine_settings`), or the
+    synthetic world's when ``world_settings`` asks for them."""
     from data_pipelines.records import read_records  # noqa: PLC0415
     from data_pipelines.rejection import judge_records  # noqa: PLC0415
-    from mmreward.rollout import EngineSettings, SamplingSettings, TransformersGenerator  # noqa: PLC0415
+    from mmreward.rollout import SamplingSettings, TransformersGenerator  # noqa: PLC0415
+    from mmreward.settings import resolve_engine_settings  # noqa: PLC0415
 
     records = read_records(script.eval_records)
-    engine = EngineSettings()
+    world = {}
     if script.world_settings:
         from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
 
-        engine = EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS)
+        world = {"visual": WORLD_VISUAL, "tools": WORLD_TOOLS}
+    engine = resolve_engine_settings(model_dir, processor, **world)
     model.eval()
     gen = TransformersGenerator(
         model, processor, SamplingSettings(max_new_tokens=script.eval_max_new_tokens, temperature=0.0)
