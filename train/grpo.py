@@ -56,11 +56,13 @@ from train.sft import (
     STAGING,
     AtomicCheckpoints,
     evaluate_checkpoint,
+    evaluate_saved,
     git_version,
     load_for_training,
     lora_config,
     partitioned_weights,
     resume_point,
+    sharded,
     train_and_save,
 )
 
@@ -468,7 +470,9 @@ def run(script: GRPOScriptArguments, cfg: GRPOConfig, model_args: ModelConfig) -
     trainer, processor, settings, stats = build_trainer(script, cfg, model_args)
     resume = resume_point(cfg)
     before = None
-    if script.eval_records and script.eval_before and trainer.is_world_process_zero():
+    # A sharded run evaluates both folders after training, each in a fresh process (see train.evaluate).
+    split = sharded(trainer)
+    if script.eval_records and script.eval_before and trainer.is_world_process_zero() and not split:
         before_file = out / "eval_before.json"
         if before_file.is_file():
             before = json.loads(before_file.read_text())  # measured before a resumed run started
@@ -488,8 +492,14 @@ def run(script: GRPOScriptArguments, cfg: GRPOConfig, model_args: ModelConfig) -
         keys = CURVE_KEYS + tuple(f"rewards/{n}/mean" for n in script.rewards)
         summary["curves"] = plot_curves(trainer.state.log_history, out / "curves.png", title="grpo", keys=keys)
         if script.eval_records:
+            if split and script.eval_before:
+                before = evaluate_saved(model_args.model_name_or_path, script)
+                (out / "eval_before.json").write_text(json.dumps(before, indent=2))
             summary["eval_before"] = _brief(before)
-            summary["eval_after"] = _brief(evaluate_checkpoint(trainer.model, processor, script, cfg.output_dir))
+            if split:
+                summary["eval_after"] = _brief(evaluate_saved(cfg.output_dir, script))
+            else:
+                summary["eval_after"] = _brief(evaluate_checkpoint(trainer.model, processor, script, cfg.output_dir))
         manifest = {
             "stage": script.stage,
             "inputs": {"train_files": script.train_files, "model": model_args.model_name_or_path},

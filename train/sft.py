@@ -501,7 +501,9 @@ def run(script: SFTScriptArguments, cfg: SFTConfig, model_args: ModelConfig) -> 
 
         record_judge_settings(cfg.output_dir, script.train_files, model_args.model_name_or_path)
         summary["curves"] = plot_curves(trainer.state.log_history, out / "curves.png", title=f"{script.stage}")
-        if script.eval_records:
+        if script.eval_records and sharded(trainer):
+            summary["eval"] = evaluate_saved(cfg.output_dir, script)
+        elif script.eval_records:
             summary["eval"] = evaluate_checkpoint(trainer.model, processor, script, cfg.output_dir)
         if script.eval_see:
             from train.see import evaluate_see  # noqa: PLC0415
@@ -526,6 +528,29 @@ def run(script: SFTScriptArguments, cfg: SFTConfig, model_args: ModelConfig) -> 
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         print(json.dumps({k: v for k, v in summary.items() if k != "curves"}, default=str), flush=True)
     return summary
+
+
+def sharded(trainer) -> bool:
+    """Whether the trained weights are spread over processes (ZeRO-3 or FSDP), so no one rank can judge with them."""
+    return bool(getattr(trainer, "is_fsdp_enabled", False)) or (
+        bool(getattr(trainer, "is_deepspeed_enabled", False)) and partitioned_weights()
+    )
+
+
+def evaluate_saved(model_dir: str | os.PathLike, script) -> dict:
+    """:func:`evaluate_checkpoint` on a saved folder, in a fresh process (``python -m train.evaluate``)."""
+    import tempfile  # noqa: PLC0415
+
+    from train.evaluate import EVAL_FIELDS  # noqa: PLC0415
+
+    fields = {k: getattr(script, k) for k in EVAL_FIELDS}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "eval.json"
+        cmd = [sys.executable, "-m", "train.evaluate", "--model", str(model_dir), "--script", json.dumps(fields)]
+        r = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True)
+        if r.returncode != 0 or not out.is_file():
+            raise RuntimeError(f"evaluating {model_dir} in a fresh process failed:\n{r.stderr[-3000:]}")
+        return json.loads(out.read_text(encoding="utf-8"))
 
 
 def evaluate_checkpoint(model, processor, script: SFTScriptArguments, model_dir: str | None = None) -> dict:
