@@ -66,21 +66,26 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     The aspect ratio is kept as closely as the rounding allows. ``factor`` is patch_size * merge_size (28 for
     Qwen2.5-VL, 32 for Qwen3-VL); one visual token covers ``factor x factor`` pixels.
     """
+    from qwen_vl_utils.vision_process import smart_resize as qwen_smart_resize  # noqa: PLC0415
+
     if height <= 0 or width <= 0:
         raise MediaError(f"image has an empty side ({width}x{height})")
     if max(height, width) / min(height, width) > 200:
         raise MediaError(f"aspect ratio {max(height, width) / min(height, width):.0f}:1 is above 200:1")
-    h_bar = max(factor, round(height / factor) * factor)
-    w_bar = max(factor, round(width / factor) * factor)
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
+    # qwen-vl-utils' own rule, as real checkpoints were trained with it; a side it floors to 0 (a very thin image
+    # under a small budget) is kept at one cell so the processor gets a valid grid.
+    h_bar, w_bar = qwen_smart_resize(height, width, factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    return max(factor, h_bar), max(factor, w_bar)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB as qwen-vl-utils makes it: transparency is composited on white (``convert`` would drop the alpha channel
+    and show whatever colour the transparent pixels hold, often black)."""
+    if image.mode == "RGBA":
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.split()[3])
+        return background
+    return image.convert("RGB") if image.mode != "RGB" else image
 
 
 @dataclass(frozen=True)
@@ -160,7 +165,7 @@ def load_image(source: ImageSource, limits: MediaLimits = DEFAULT_LIMITS) -> Ima
         image = source
         if image.width * image.height > limits.max_image_pixels:
             raise MediaError(f"{name}: {image.width * image.height} pixels, above max_image_pixels")
-        return image.convert("RGB") if image.mode != "RGB" else image
+        return to_rgb(image)
     if isinstance(source, bytes):
         data = source
     elif isinstance(source, (str, os.PathLike)):
@@ -199,7 +204,7 @@ def load_image(source: ImageSource, limits: MediaLimits = DEFAULT_LIMITS) -> Ima
         image.load()
     except (OSError, SyntaxError, ValueError) as exc:
         raise MediaError(f"{name}: corrupt or truncated image data ({exc})") from None
-    return image.convert("RGB")
+    return to_rgb(image)
 
 
 def image_to_data_url(image: Image.Image, fmt: str = "PNG") -> str:
@@ -213,14 +218,26 @@ def image_to_data_url(image: Image.Image, fmt: str = "PNG") -> str:
 # Videos
 
 
-def sample_frame_indices(
-    num_frames: int, n: int | None = None, fps: float | None = None, sample_fps: float | None = None
-):
-    """Indices of frames spread evenly over the whole clip.
+FRAME_RULES = ("qwen", "centre")
 
-    Give ``n`` (a frame count) or ``sample_fps`` (frames per second, needs the clip's ``fps``). Each index is
-    the centre of its segment, so the first and last frames are not over-represented.
+
+def sample_frame_indices(
+    num_frames: int,
+    n: int | None = None,
+    fps: float | None = None,
+    sample_fps: float | None = None,
+    rule: str = "centre",
+):
+    """Indices of ``n`` frames spread evenly over the whole clip.
+
+    Give ``n`` (a frame count) or ``sample_fps`` (frames per second, needs the clip's ``fps``). ``rule``:
+
+    * ``"qwen"``: qwen-vl-utils' rule, ``round(linspace(0, num_frames - 1, n))``: the first and last frames included,
+      as the real checkpoints saw video in training;
+    * ``"centre"``: the centre of each of ``n`` equal segments (the synthetic world places its defects by this rule).
     """
+    if rule not in FRAME_RULES:
+        raise ValueError(f"frame rule must be one of {FRAME_RULES}, not {rule!r}")
     if num_frames <= 0:
         raise MediaError("video has no frames")
     if n is None:
@@ -228,6 +245,8 @@ def sample_frame_indices(
             raise ValueError("give n, or sample_fps together with the clip's fps")
         n = max(1, round(num_frames / fps * sample_fps))
     n = max(1, min(int(n), num_frames))
+    if rule == "qwen":
+        return [int(i) for i in np.linspace(0, num_frames - 1, n).round()]
     step = num_frames / n
     return [min(num_frames - 1, int(step * (i + 0.5))) for i in range(n)]
 

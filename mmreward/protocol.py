@@ -136,6 +136,9 @@ class VisualSettings:
     overview_fps: float | None = None
     min_overview_frames: int = 4
     max_video_tokens: int | None = None
+    # Which frames an overview takes: "qwen" (qwen-vl-utils' rule, first and last frames included) or "centre"
+    # (segment centres; the synthetic world's rule). See mmreward.media.sample_frame_indices.
+    frame_rule: str = "qwen"
 
     def with_factor(self, factor: int) -> VisualSettings:
         """The same budgets for a vision tower with another patch*merge factor (32 for Qwen3-VL)."""
@@ -274,7 +277,9 @@ def build_conversation(
         else:
             clip = open_video(source, limits)
             ctx.videos[name] = clip
-            indices = sample_frame_indices(clip.num_frames, visual.overview_count(clip.num_frames, clip.fps))
+            indices = sample_frame_indices(
+                clip.num_frames, visual.overview_count(clip.num_frames, clip.fps), rule=visual.frame_rule
+            )
             parts: list[dict[str, Any]] = [
                 {
                     "type": "text",

@@ -525,6 +525,7 @@ def settings_from_dict(s: dict[str, Any]) -> EngineSettings:
     if "visual" in s:
         v = s["visual"]
         extra = {k: v[k] for k in ("overview_fps", "min_overview_frames", "max_video_tokens") if k in v}
+        extra["frame_rule"] = v.get("frame_rule", "centre")  # recorded before the field existed: the old rule
         visual = VisualSettings(
             PixelBudget(**v["image_budget"]), v["overview_frames"], PixelBudget(**v["frame_budget"]), **extra
         )

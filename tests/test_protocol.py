@@ -38,10 +38,14 @@ def test_video_overview_frames_are_named_and_captioned(real_video_pair):
     conv = build_conversation(task, visual=VisualSettings(overview_frames=4))
     user = conv.messages[1]
     refs = [p["ref"] for p in user["content"] if p["type"] == "image"]
-    assert len(refs) == 8 and refs[0] == "video_1_frame_15" and refs[4].startswith("video_2_frame_")
+    # qwen-vl-utils' rule by default: first and last frames included
+    assert refs[:4] == ["video_1_frame_0", "video_1_frame_42", "video_1_frame_83", "video_1_frame_125"]
+    assert len(refs) == 8 and refs[4].startswith("video_2_frame_")
     assert "video_1: 126 frames, 24.00 fps, 5.25 s" in _texts(user)
-    assert "video_1_frame_15 (t=0.62s):" in _texts(user)
+    assert "video_1_frame_42 (t=1.75s):" in _texts(user)
     assert set(conv.context.videos) == {"video_1", "video_2"}
+    centre = build_conversation(task, visual=VisualSettings(overview_frames=4, frame_rule="centre")).messages[1]
+    assert [p["ref"] for p in centre["content"] if p["type"] == "image"][0] == "video_1_frame_15"
 
 
 def test_answer_task_and_tie(quadrant_png):

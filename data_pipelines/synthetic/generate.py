@@ -87,6 +87,7 @@ WORLD_VISUAL = VisualSettings(
     image_budget=PixelBudget(56 * 56, 112 * 112),
     overview_frames=4,
     frame_budget=PixelBudget(56 * 56, 112 * 112),
+    frame_rule="centre",  # the defects are placed off these frames (see plan_video)
 )
 WORLD_TOOLS = ToolSettings(
     crop_min_side=224,
