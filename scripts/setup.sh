@@ -2,17 +2,28 @@
 # Create the project's virtual environment (.venv at the repo root) if missing and install everything.
 # Idempotent: a second run checks a stamp of the install inputs and returns in about a second.
 #
-#   scripts/setup.sh            # torch + torchvision, then `pip install -e .[dev]`
-#   EXTRAS=dev,gpu scripts/setup.sh   # on a CUDA machine: flash-attn, vLLM, DeepSpeed too
+#   scripts/setup.sh                 # the CPU stack (constraints/cpu.txt): torch + torchvision, then `pip install -e .[dev]`
+#   scripts/setup.sh --gpu           # on a CUDA machine: the GPU stack (constraints/gpu.txt): vLLM, flash-attn, DeepSpeed
+#   STACK=gpu-test VENV=.venv-gpustack scripts/setup.sh   # the GPU stack's libraries on CPU torch (CI's second run)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$ROOT/.venv"
+STACK="${STACK:-cpu}"
+if [ "${1:-}" = "--gpu" ]; then STACK=gpu; fi
+case "$STACK" in
+  cpu) EXTRAS="${EXTRAS:-dev}"; CONSTRAINTS="$ROOT/constraints/cpu.txt" ;;
+  gpu) EXTRAS="${EXTRAS:-dev,gpu}"; CONSTRAINTS="$ROOT/constraints/gpu.txt" ;;
+  gpu-test) EXTRAS="${EXTRAS:-dev}"; CONSTRAINTS="$ROOT/constraints/gpu-test.txt" ;;
+  *) echo "[setup] STACK must be cpu, gpu or gpu-test, not '$STACK'" >&2; exit 2 ;;
+esac
+VENV="${VENV:-$ROOT/.venv}"
+case "$VENV" in /*) ;; *) VENV="$ROOT/$VENV" ;; esac
 PYTHON="${PYTHON:-python3}"
-EXTRAS="${EXTRAS:-dev}"
-# torch first, pinned: the CPU machines here carry these two wheels on disk (see ENVIRONMENT.md).
-TORCH_SPEC="torch==2.14.1 torchvision==0.29.1"
 
+if [ "$STACK" = gpu ] && ! command -v nvcc >/dev/null 2>&1; then
+  echo "[setup] --gpu builds flash-attn and DeepSpeed with nvcc, which is not on PATH: run it on a CUDA machine" >&2
+  exit 2
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
   "$PYTHON" -m venv "$VENV"
@@ -20,20 +31,29 @@ fi
 PY="$VENV/bin/python"
 
 stamp_file="$VENV/.mmreward-install-stamp"
-stamp="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup.sh" | sha256sum | cut -d' ' -f1)-$EXTRAS"
+stamp="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup.sh" "$CONSTRAINTS" | sha256sum | cut -d' ' -f1)-$STACK-$EXTRAS"
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ]; then
   echo "[setup] $VENV is up to date"
   exit 0
 fi
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+pin() { grep -E "^$1==" "$CONSTRAINTS" | head -1; }
 "$PY" -m pip install -q --upgrade "pip>=24" setuptools wheel
-if ! "$PY" -c "import torch, torchvision; assert torch.__version__.startswith('2.14.1')" 2>/dev/null; then
+# torch first, pinned: the CPU machines here carry the 2.14.1 wheels on disk (see ENVIRONMENT.md).
+TORCH_SPEC="$(pin torch) $(pin torchvision)"
+torch_version="$(pin torch | cut -d= -f3)"
+if ! "$PY" -c "import torch, torchvision; assert torch.__version__.split('+')[0] == '$torch_version'" 2>/dev/null; then
   echo "[setup] installing $TORCH_SPEC"
   # shellcheck disable=SC2086
   "$PY" -m pip install -q $TORCH_SPEC
 fi
-echo "[setup] installing mmreward[$EXTRAS] (editable)"
-"$PY" -m pip install -q -e "$ROOT[$EXTRAS]"
+if [ "$STACK" = gpu ]; then
+  # Source-only packages compile against the installed torch: no build isolation, and after torch.
+  "$PY" -m pip install -q -c "$CONSTRAINTS" ninja packaging
+  "$PY" -m pip install -q --no-build-isolation -c "$CONSTRAINTS" flash-attn deepspeed
+fi
+echo "[setup] installing mmreward[$EXTRAS] (editable, $STACK stack: $(basename "$CONSTRAINTS"))"
+"$PY" -m pip install -q -c "$CONSTRAINTS" -e "$ROOT[$EXTRAS]"
 echo "$stamp" > "$stamp_file"
 echo "[setup] done: $("$PY" -c 'import torch, transformers, trl; print(f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}")')"
