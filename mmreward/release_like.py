@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 # Added tokens of the releases, from 151643 on (tokenizer.json). `special` as the release marks it.
@@ -243,9 +241,10 @@ def init_like(out_dir: str | os.PathLike, family: str, seed: int = 0) -> Path:
 
     if family not in RELEASES:
         raise ValueError(f"--like must be one of {sorted(RELEASES)}, not {family!r}")
+    from mmreward.tiny import folder_written_atomically, refuse_nonempty  # noqa: PLC0415
+
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; choose another folder or remove it")
+    refuse_nonempty(out)
     spec = RELEASES[family]
     tokenizer = build_tokenizer(family)
     processor = build_processor(tokenizer, family)
@@ -259,21 +258,13 @@ def init_like(out_dir: str | os.PathLike, family: str, seed: int = 0) -> Path:
         eos_token_id=[config.text_config.eos_token_id, end_of_text],
         **spec["generation"],
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with folder_written_atomically(out) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         _as_release_layout(tmp, family)
         (tmp / "mmreward_tiny.json").write_text(
             json.dumps({"like": family, "release": spec["name"], "seed": seed}, indent=2), encoding="utf-8"
         )
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

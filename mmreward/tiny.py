@@ -17,6 +17,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -273,6 +275,27 @@ def build_config(tokenizer, arch: str, sizes: TinySizes):
     return config
 
 
+def refuse_nonempty(out: Path) -> None:
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty; choose another folder or remove it")
+
+
+@contextmanager
+def folder_written_atomically(out: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out`` and rename it to ``out`` when the block completes, so a half-written
+    checkpoint never appears under ``out``; on any error the temporary folder is removed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def init_tiny(
     out_dir: str | os.PathLike,
     arch: Literal["qwen2_5_vl", "qwen3_vl"] = "qwen2_5_vl",
@@ -287,8 +310,7 @@ def init_tiny(
 
     sizes = sizes or TinySizes()
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; choose another folder or remove it")
+    refuse_nonempty(out)
     tokenizer = build_tokenizer(sizes.vocab_size, extra_corpus)
     processor = build_processor(tokenizer, arch, sizes)
     config = build_config(tokenizer, arch, sizes)
@@ -300,20 +322,12 @@ def init_tiny(
         bos_token_id=config.text_config.bos_token_id,
         do_sample=False,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with folder_written_atomically(out) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / "mmreward_tiny.json").write_text(
             json.dumps({"arch": arch, "seed": seed, "sizes": asdict(sizes)}, indent=2), encoding="utf-8"
         )
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("wrote tiny %s (%.2fM parameters) to %s", arch, n_params / 1e6, out)
     return out

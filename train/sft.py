@@ -278,7 +278,7 @@ def projector_modules(model) -> list[str]:
     return [
         n
         for n, _ in model.named_modules()
-        if n.split(".visual.", 1)[-1] in ("merger",) or (".deepstack_merger_list." in n and n.split(".")[-1].isdigit())
+        if n.endswith(".visual.merger") or (".deepstack_merger_list." in n and n.split(".")[-1].isdigit())
     ]
 
 

@@ -52,11 +52,7 @@ def vllm_chat_template(model_dir: str | None) -> str | None:
         return None
     from transformers import AutoProcessor  # noqa: PLC0415
 
-    from mmreward.chat_templates import (  # noqa: PLC0415
-        check_template,
-        family_of,  # noqa: PLC0415
-        tool_template,
-    )
+    from mmreward.chat_templates import check_template, family_of, tool_template  # noqa: PLC0415
     from mmreward.modeling import has_processor, read_model_type  # noqa: PLC0415
 
     if not has_processor(model_dir) or not Path(model_dir, "config.json").is_file():
