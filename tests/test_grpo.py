@@ -19,7 +19,7 @@ from trl.data_utils import prepare_multimodal_messages
 
 from data_pipelines.synthetic.generate import generate_world
 from mmreward.protocol import assistant_message, build_conversation, format_turn, resolve_images, tool_message
-from mmreward.rollout import RolloutEngine, TransformersGenerator
+from mmreward.rollout import RolloutEngine, TransformersGenerator, vision_token_ids
 from mmreward.tools import default_registry
 from train.grpo import build_trainer, drop_outlier_advantages, environments, parse
 
@@ -238,3 +238,90 @@ def test_two_gloo_processes_with_tool_rollouts(world, tiny_model_dir, tmp_path):
     assert manifest["summary"]["world_size"] == 2 and manifest["summary"]["global_step"] == 2
     logs = [row for row in manifest["log_history"] if "reward" in row]
     assert logs and all(row["tools/call_frequency"] > 0 for row in logs)
+
+
+def tagged_records(world, out: Path, n: int = 4) -> Path:
+    """Records whose questions carry the fake server's case tags, alternating tools / plain, so that with
+    ``shuffle_dataset: false`` rank 0 gets a case that calls tools twice and rank 1 one that never does."""
+    rows = [json.loads(line) for line in (world / "train.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["modality"] != "video"][:n]  # the fake server crops image_1
+    for i, r in enumerate(rows):
+        r["prompt"] = f"[case {i} {'tools' if i % 2 == 0 else 'plain'}] {r['prompt']}"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+def test_vllm_server_mode_tool_rounds_on_two_processes(world, tiny_model_dir, tmp_path):
+    """Two gloo processes generate through an OpenAI/vLLM-shaped server (TRL's own client over HTTP). In every
+    generation, rank 0's rollout calls tools twice and rank 1's none: no hang, every turn lands in its own rollout,
+    and turns that would pass the server's context get a smaller max_tokens instead of a 400."""
+    from fake_vllm import FakeVLLM
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    records = tagged_records(world, world / "tagged.jsonl")  # beside the world's media, which it names
+    logs = tmp_path / "rollouts"
+    logs.mkdir()
+    out = tmp_path / "server"
+    completion = 600
+    # The context leaves every turn less than the completion budget (TRL asks for it all on each turn), but room for
+    # the fake policy's turns (about 40 tokens each, plus about 30 for each tool result).
+    script, cfg, model_args = parse(grpo_args(world, tiny_model_dir, tmp_path / "probe", "--train_files",
+                                              str(records), "--limit", "0"))  # fmt: skip
+    trainer = build_trainer(script, cfg, model_args)[0]
+    ds = trainer.train_dataset
+    lengths = []
+    for row in ds:
+        trainer._batch_environments = [row["environment"]]
+        lengths.append(
+            len(trainer._tokenize_prompts([prepare_multimodal_messages(row["prompt"], row["images"])])[0][0])
+        )
+    longest = max(lengths)
+    del trainer
+    with FakeVLLM(tokenizer, max_model_len=longest + 300) as fake:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(REPO / "train/accelerate/ddp_cpu_2proc.yaml"), str(REPO / "tests/grpo_vllm_server.py"),
+               *grpo_args(world, tiny_model_dir, out, "--per_device_train_batch_size", "2", "--train_files",
+                          str(records), "--limit", "0", "--shuffle_dataset", "false", "--use_vllm", "true",
+                          "--vllm_mode", "server", "--vllm_server_base_url", fake.url,
+                          "--max_completion_length", str(completion))]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "ROLLOUT_LOG": str(logs)}
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
+    assert r.returncode == 0, r.stderr[-6000:] + str(fake.errors)
+    assert not fake.errors  # no request passed the context (vLLM would have answered 400 and stopped the run)
+
+    rollouts = {
+        rank: [json.loads(x) for x in (logs / f"rank{rank}.jsonl").read_text().splitlines()] for rank in (0, 1)
+    }
+    assert all("tools" in row["case"] and row["tool_results"] == 2 for row in rollouts[0])
+    assert all("plain" in row["case"] and row["tool_results"] == 0 for row in rollouts[1])
+    for row in rollouts[0] + rollouts[1]:
+        number = row["case"].split()[1]
+        assert row["assistant"] and all(f"case {number}:" in turn for turn in row["assistant"] if turn), row
+
+    assert len(fake.requests) == 2 * (2 + 2 * 2)  # per step: a first turn per rank's prompt (n=2), 2 tool rounds x 2
+    assert all(q["max_tokens"] < completion and q["prompt_tokens"] + q["max_tokens"] <= fake.max_model_len
+               for q in fake.requests)  # fmt: skip
+    vision = sorted(vision_token_ids(tokenizer))
+    assert all(set(vision) <= set(q["logit_bias"]) for q in fake.requests)  # vision tokens biased out, vLLM's way
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["summary"]["world_size"] == 2 and manifest["summary"]["global_step"] == 2
+    logged = [row for row in manifest["log_history"] if "tools/clamped_turns" in row]
+    assert logged and all(row["tools/clamped_turns"] > 0 and row["tools/full_context_turns"] == 0 for row in logged)
+
+
+def test_vllm_server_mode_prompt_that_fills_the_context_is_a_clear_error(world, tiny_model_dir, tmp_path):
+    from fake_vllm import FakeVLLM
+    from transformers import AutoTokenizer
+
+    records = tagged_records(world, world / "tagged.jsonl")
+    with FakeVLLM(AutoTokenizer.from_pretrained(tiny_model_dir), max_model_len=256) as fake:
+        cmd = [sys.executable, str(REPO / "tests/grpo_vllm_server.py"),
+               *grpo_args(world, tiny_model_dir, tmp_path / "out", "--train_files", str(records), "--limit", "0",
+                          "--use_vllm", "true", "--vllm_mode", "server", "--vllm_server_base_url", fake.url)]  # fmt: skip
+        env = {**os.environ, "ROLLOUT_LOG": str(tmp_path)}
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    assert r.returncode != 0 and "fill the vLLM server's whole context (max_model_len 256)" in r.stderr, r.stderr[
+        -3000:
+    ]
+    assert "--max-model-len" in r.stderr and not fake.requests  # refused before anything was sent

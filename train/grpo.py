@@ -52,6 +52,7 @@ from mmreward.protocol import build_conversation, image_budget_for, resolve_imag
 from mmreward.rollout import EngineSettings, vision_token_ids
 from mmreward.tools import Budget, Tool, ToolContext, ToolRegistry, default_registry
 from train.rewards import RewardSettings, make_reward_funcs
+from train.server_rounds import ServerRounds
 from train.sft import (
     STAGING,
     AtomicCheckpoints,
@@ -283,7 +284,7 @@ def to_dataset(rows: list[dict[str, Any]]):
 # The trainer
 
 
-class JudgeGRPOTrainer(AtomicCheckpoints, GRPOTrainer):
+class JudgeGRPOTrainer(ServerRounds, AtomicCheckpoints, GRPOTrainer):
     """``GRPOTrainer`` with StableReinforce's stabilisers and atomic checkpoints.
 
     * Advantage filter (override of ``_generate_and_score_completions``, after TRL has computed the
@@ -381,29 +382,24 @@ def load_records(script: GRPOScriptArguments) -> tuple[list[PreferenceRecord], s
 def check_tool_loop_distribution(cfg: GRPOConfig, world_size: int, partitioned: bool) -> None:
     """Refuse the multi-process setups where TRL 1.16's tool loop hangs or mixes up completions.
 
-    The loop calls generate only on ranks that still have pending tool calls. In vLLM server mode generate is a
-    collective (gather, then broadcast and slice by rank; huggingface/trl#6673), and with transformers under ZeRO-3
-    every forward gathers parameters collectively, so a rank with nothing left to generate leaves the others waiting.
-    vLLM colocate with tensor parallel size 1 (each rank its own engine, no collective in generate) and plain DDP
-    are safe."""
+    The loop generates only on ranks that still have pending tool calls. vLLM server mode is made safe here
+    (:mod:`train.server_rounds` keeps every rank in every round); vLLM colocate with tensor parallel size 1 and
+    plain DDP have no collective in generate. Colocated tensor parallelism gathers prompts across its group, and
+    transformers generation under ZeRO-3 gathers parameters on every forward: a rank with nothing left to
+    generate leaves the others waiting, so those are refused."""
     if world_size <= 1:
         return
-    if cfg.use_vllm and cfg.vllm_mode == "server":
-        raise ValueError(
-            f"GRPO with tools on {world_size} processes cannot use vllm_mode: server (TRL's server generate is a "
-            "collective that ranks without pending tool calls skip, huggingface/trl#6673): use vllm_mode: colocate "
-            "with vllm_tensor_parallel_size: 1, or train on one process"
-        )
     if cfg.use_vllm and cfg.vllm_mode == "colocate" and (cfg.vllm_tensor_parallel_size or 1) > 1:
         raise ValueError(
             "GRPO with tools cannot use vllm_tensor_parallel_size > 1: colocated generate then gathers across the "
-            "tensor-parallel group, which ranks without pending tool calls skip; set it to 1"
+            "tensor-parallel group, which ranks without pending tool calls skip; set it to 1, or use vllm_mode: "
+            "server"
         )
     if not cfg.use_vllm and partitioned:
         raise ValueError(
             f"GRPO with tools on {world_size} processes under ZeRO-3 needs vLLM (use_vllm: true, vllm_mode: "
-            "colocate): transformers generation gathers partitioned weights collectively on every forward, and the "
-            "tool loop generates only on ranks with pending calls"
+            "colocate or server): transformers generation gathers partitioned weights collectively on every "
+            "forward, and the tool loop generates only on ranks with pending calls"
         )
 
 
