@@ -109,6 +109,10 @@ def _add_judge(sub) -> None:
     p.add_argument("--max-tool-calls", type=int, default=4)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument(
+        "--repetition-penalty", type=float, default=1.0,
+        help="1.0 (none) as GRPO trains; set explicitly, so the checkpoint's generation config does not apply",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--overview-frames", type=int, default=None, help="default: the checkpoint's recorded settings, else 8"
@@ -276,7 +280,9 @@ def cmd_judge(args: argparse.Namespace) -> int:
         args.model,
         JudgeSettings(swap=args.swap, votes=args.votes, tools=not args.no_tools, reward=args.reward, seed=args.seed),
         engine,
-        SamplingSettings(args.max_new_tokens, args.temperature, args.top_p, args.seed),
+        SamplingSettings(
+            args.max_new_tokens, args.temperature, args.top_p, args.seed, repetition_penalty=args.repetition_penalty
+        ),
         ModelSettings(dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation),
         reuse_cache=args.reuse_cache,
     )

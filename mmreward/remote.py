@@ -58,6 +58,9 @@ class RemoteSettings:
     # A chat template for the server to render with (vLLM's `chat_template` request field), for a served folder whose
     # own template cannot do tools (a stock Qwen2.5-VL release). None: the server's own.
     chat_template: str | None = None
+    # vLLM's repetition_penalty (sent in the request body): None leaves the server's default, which for vLLM is the
+    # served folder's generation_config.json (1.05 for a Qwen2.5-VL release); the judge backend sends 1.0.
+    repetition_penalty: float | None = None
 
     def __post_init__(self) -> None:
         if self.tool_role not in ("user", "tool"):
@@ -159,8 +162,9 @@ class OpenAIGenerator:
         extra: dict[str, Any] = {}
         if s.send_tools and r.tools:
             extra = {"tools": r.tools, "tool_choice": "none"}  # rendered by the template; calls are parsed by us
-        if s.chat_template is not None:
-            extra["extra_body"] = {"chat_template": s.chat_template}
+        body = {"chat_template": s.chat_template, "repetition_penalty": s.repetition_penalty}
+        if any(v is not None for v in body.values()):
+            extra["extra_body"] = {k: v for k, v in body.items() if v is not None}
         last = "no attempt"
         for attempt in range(s.retries + 1):
             wait = min(s.max_backoff_s, s.backoff_s * 2**attempt) * (0.5 + random.random() / 2)

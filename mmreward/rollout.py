@@ -47,13 +47,17 @@ STOP_TAGS = ("</tool_call>", "</answer>")
 
 @dataclass
 class SamplingSettings:
-    """Sampling for each assistant turn. ``temperature == 0`` is greedy (and reproducible)."""
+    """Sampling for each assistant turn. ``temperature == 0`` is greedy (and reproducible).
+
+    Every field is passed explicitly, so a checkpoint's ``generation_config.json`` (Qwen2.5-VL's release asks for
+    ``repetition_penalty`` 1.05) does not change the judge behind its back; 1.0 is what GRPO trains with."""
 
     max_new_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = 0
     min_new_tokens: int = 0  # end-of-turn tokens are suppressed before this many (fixed-work benchmarks)
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens <= 0:
@@ -62,6 +66,8 @@ class SamplingSettings:
             raise ValueError("need 0 <= min_new_tokens <= max_new_tokens")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError("need temperature >= 0 and 0 < top_p <= 1")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be positive (1.0: none)")
 
 
 @dataclass
@@ -204,6 +210,7 @@ class TransformersGenerator:
             eos_token_id=self.eos_ids,
             pad_token_id=self.pad_id,
             do_sample=s.temperature > 0,
+            repetition_penalty=s.repetition_penalty,
         )
         if s.temperature > 0:
             kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
@@ -314,6 +321,10 @@ class TransformersGenerator:
         out: list[int] = []
         for step in range(r.max_new_tokens):
             logits = logits.clone()
+            if s.repetition_penalty != 1.0:  # as transformers' RepetitionPenaltyLogitsProcessor, over the context
+                seen = torch.tensor(sorted(set(ids) | set(out)), device=logits.device)
+                score = logits[seen]
+                logits[seen] = torch.where(score < 0, score * s.repetition_penalty, score / s.repetition_penalty)
             logits[self.suppress_ids] = float("-inf")
             if step < s.min_new_tokens:
                 logits[self.eos_ids] = float("-inf")

@@ -23,6 +23,7 @@ class FakeTeacher:
         self.sleep_for_timeout = sleep_for_timeout
         self.seen: Counter = Counter()  # requests per (user text, turn)
         self.log: list[tuple[float, str, str]] = []  # (arrival time, user text, path)
+        self.bodies: list[dict] = []  # every request body as received, images included
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -42,6 +43,8 @@ class FakeTeacher:
 
     def reply(self, body: dict) -> tuple[int, dict, bytes]:
         """(status, headers, body) for one chat-completions request."""
+        with self.lock:
+            self.bodies.append(body)
         messages = body["messages"]
         user = next(m for m in messages if m["role"] == "user")
         text = " ".join(p["text"] for p in user["content"] if p["type"] == "text")

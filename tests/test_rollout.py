@@ -257,3 +257,26 @@ def test_reuse_cache_generates_what_reencoding_generates(tiny_model, real_image_
         runs.append([(t.final_text, t.prompt_tokens) for t in engine.run(tasks, [[0, 1], [1, 0]])])
         assert not gen._caches  # finished trajectories release their cache
     assert runs[0] == runs[1]
+
+
+def test_checkpoint_generation_config_does_not_change_the_judge(tiny_model, real_image_pair, monkeypatch):
+    """Qwen2.5-VL's release asks for repetition_penalty 1.05 in generation_config.json. The judge sets its own
+    (1.0, as GRPO trains), so re-encoding (transformers' generate) and the KV-reusing loop pick the same tokens, at
+    any setting."""
+    model, processor = tiny_model
+    task = JudgeTask("a room", [str(p) for p in real_image_pair], id="a")
+    decoded: list[list[int]] = []  # the tokens each turn generated (the random model's text is mostly markers)
+    decode = processor.tokenizer.decode
+    monkeypatch.setattr(
+        processor.tokenizer, "decode", lambda ids, **kw: decoded.append(list(ids)) or decode(ids, **kw)
+    )
+    monkeypatch.setattr(model.generation_config, "repetition_penalty", 1.05)  # as the release ships it
+    tokens = {}
+    for penalty in (1.0, 100.0):
+        for reuse in (False, True):
+            sampling = SamplingSettings(max_new_tokens=24, min_new_tokens=24, repetition_penalty=penalty)
+            gen = TransformersGenerator(model, processor, sampling, reuse_cache=reuse)
+            RolloutEngine(gen, settings=EngineSettings(max_turns=1, batch_size=1)).run([task], [[0, 1]])
+            tokens[penalty, reuse] = decoded[-1]
+        assert tokens[penalty, False] == tokens[penalty, True], penalty
+    assert tokens[1.0, False] != tokens[100.0, False]  # the setting reaches generation

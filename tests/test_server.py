@@ -439,6 +439,8 @@ def test_vllm_backend_drives_the_tool_loop_against_an_openai_compatible_server()
             assert out["preferred"] == 0  # the remote generator retried the rate-limited turn
         tool_turns = [text for _, text, _ in fake.log if "[fault=tool]" in text]
         assert len(tool_turns) == 2  # first turn, then the turn after the observation
+        # Sampling as the transformers backend judges, not the served folder's generation config (vLLM's default).
+        assert fake.bodies and all(b["repetition_penalty"] == 1.0 and b["temperature"] == 0.0 for b in fake.bodies)
 
 
 def test_mmreward_serve_command_answers_and_stops_gracefully(tiny_model_dir, tmp_path):

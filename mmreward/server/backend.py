@@ -101,6 +101,7 @@ def build_judge(b: BackendSettings) -> Judge:
             tool_role="tool",
             send_tools=True,
             chat_template=vllm_chat_template(model_dir),
+            repetition_penalty=1.0,  # as the transformers backend judges, not the folder's generation config
         )
     )
     return Judge(RolloutEngine(generator, settings=engine), JudgeSettings())
