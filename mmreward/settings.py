@@ -9,6 +9,7 @@ all call :func:`resolve_engine_settings`, so no synthetic-world setting reaches 
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import fields, replace
 from pathlib import Path
@@ -48,6 +49,9 @@ def patch_factor(model_dir: str | os.PathLike | None = None, processor=None) -> 
         folder = next((p for p in [Path(model_dir), *reversed(adapters), root] if has_processor(p)), None)
         if folder is None:
             return None
+        factor = _saved_patch_factor(folder)
+        if factor is not None:  # read from the saved config: the caller loads the processor itself, once
+            return factor
         from transformers import AutoProcessor  # noqa: PLC0415
 
         processor = AutoProcessor.from_pretrained(folder)
@@ -55,6 +59,20 @@ def patch_factor(model_dir: str | os.PathLike | None = None, processor=None) -> 
         return None
     ip = processor.image_processor
     return int(ip.patch_size) * int(ip.merge_size)
+
+
+def _saved_patch_factor(folder: Path) -> int | None:
+    """patch * merge from a saved processor: ``processor_config.json``'s image processor (transformers 5), else the
+    releases' ``preprocessor_config.json``."""
+    for name, key in (("processor_config.json", "image_processor"), ("preprocessor_config.json", None)):
+        path = folder / name
+        if not path.is_file():
+            continue
+        config = json.loads(path.read_text())
+        config = config.get(key) or {} if key else config
+        if "patch_size" in config and "merge_size" in config:
+            return int(config["patch_size"]) * int(config["merge_size"])
+    return None
 
 
 def resolve_engine_settings(

@@ -154,6 +154,21 @@ def test_vision_tokens_are_suppressed_in_each_engine_s_own_terms():
         vision_suppression(cfg, [151655])
 
 
+def test_patch_factor_read_from_the_saved_config_equals_the_processor_s(like, tiny_model_dir, monkeypatch):
+    """Start-up reads patch x merge from the folder's config, so the judge and server load the processor once."""
+    from transformers import AutoProcessor
+
+    from mmreward.settings import patch_factor
+
+    expected = {}
+    for folder in (like["qwen2_5_vl"], like["qwen3_vl"], tiny_model_dir):
+        ip = AutoProcessor.from_pretrained(folder).image_processor
+        expected[folder] = ip.patch_size * ip.merge_size
+    monkeypatch.setattr(AutoProcessor, "from_pretrained", lambda *a, **k: pytest.fail("loaded the processor"))
+    assert {f: patch_factor(f) for f in expected} == expected
+    assert set(expected.values()) == {28, 32}
+
+
 def test_adapter_chain_errors_name_the_fix(tmp_path):
     adapter = tmp_path / "a"
     adapter.mkdir()
