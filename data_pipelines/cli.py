@@ -274,7 +274,7 @@ def _synth(args) -> int:
 def _distill(args) -> int:
     from data_pipelines.distill import DistillSettings, OpenAITeacher, TeacherSettings, distill  # noqa: PLC0415
     from data_pipelines.records import read_records  # noqa: PLC0415
-    from mmreward.rollout import EngineSettings  # noqa: PLC0415
+    from mmreward.settings import EngineSettings  # noqa: PLC0415
 
     records = read_records(args.records)
     media_root = args.media_root or str(Path(args.records).parent)
@@ -324,8 +324,8 @@ def _distill(args) -> int:
 def _reject(args) -> int:
     from data_pipelines.records import read_records  # noqa: PLC0415
     from data_pipelines.rejection import RejectionSettings, rejection_sample  # noqa: PLC0415
+    from mmreward.generators import SamplingSettings, TransformersGenerator  # noqa: PLC0415
     from mmreward.modeling import ModelSettings, load_model  # noqa: PLC0415
-    from mmreward.rollout import SamplingSettings, TransformersGenerator  # noqa: PLC0415
     from mmreward.settings import resolve_engine_settings  # noqa: PLC0415
 
     records = read_records(args.records)

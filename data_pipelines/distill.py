@@ -1,6 +1,6 @@
 """Teacher distillation: run a teacher through the judging protocol and keep the trajectories it gets right.
 
-A teacher is any :class:`mmreward.rollout.Generator`: the synthetic world's oracle, or :class:`OpenAITeacher`
+A teacher is any :class:`mmreward.generators.Generator`: the synthetic world's oracle, or :class:`OpenAITeacher`
 (:class:`mmreward.remote.OpenAIGenerator`) for an OpenAI-compatible chat endpoint (GPT-4o, a vLLM server with
 a large Qwen-VL). Either way the
 :class:`mmreward.rollout.RolloutEngine` drives the conversation: it renders the prompt, runs *our* tools on the
@@ -34,10 +34,13 @@ from typing import Any
 
 from data_pipelines.labels import check_verdict
 from data_pipelines.records import PreferenceRecord, presented_orders, write_jsonl
+from mmreward.generators import Generator
 from mmreward.protocol import system_prompt, user_text
 from mmreward.remote import OpenAIGenerator as OpenAITeacher
 from mmreward.remote import RemoteSettings as TeacherSettings
-from mmreward.rollout import EngineSettings, Generator, RolloutEngine, Trajectory
+from mmreward.rollout import RolloutEngine
+from mmreward.settings import EngineSettings
+from mmreward.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
 

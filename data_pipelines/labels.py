@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from data_pipelines.records import PreferenceRecord
 from mmreward.judge import candidate_verdict
-from mmreward.rollout import Trajectory
+from mmreward.trajectory import Trajectory
 
 SCORE_TOLERANCE = 1.0  # a pointwise score within this of the label counts as right
 

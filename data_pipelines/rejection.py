@@ -29,7 +29,10 @@ from typing import Any
 from data_pipelines.distill import _append, read_cache
 from data_pipelines.labels import chance_accuracy, check_verdict, first_choices
 from data_pipelines.records import PreferenceRecord, presented_orders, write_jsonl, write_records
-from mmreward.rollout import EngineSettings, Generator, RolloutEngine, Trajectory
+from mmreward.generators import Generator
+from mmreward.rollout import RolloutEngine
+from mmreward.settings import EngineSettings
+from mmreward.trajectory import Trajectory
 
 
 @dataclass

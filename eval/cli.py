@@ -67,8 +67,8 @@ def _run(args) -> int:
     from eval.run import RunSettings, read_predictions, run_suite  # noqa: PLC0415
     from eval.score import score_predictions, write_report  # noqa: PLC0415
     from eval.suites import get_suite, load_suite  # noqa: PLC0415
+    from mmreward.generators import SamplingSettings, TransformersGenerator  # noqa: PLC0415
     from mmreward.modeling import ModelSettings, load_model  # noqa: PLC0415
-    from mmreward.rollout import SamplingSettings, TransformersGenerator  # noqa: PLC0415
     from mmreward.settings import resolve_engine_settings  # noqa: PLC0415
 
     suite = get_suite(args.suite)

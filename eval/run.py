@@ -20,7 +20,10 @@ from typing import Any
 from data_pipelines.labels import check_verdict
 from data_pipelines.records import PreferenceRecord, presented_orders
 from eval.suites import Suite, load_suite
-from mmreward.rollout import EngineSettings, Generator, RolloutEngine, Trajectory
+from mmreward.generators import Generator
+from mmreward.rollout import RolloutEngine
+from mmreward.settings import EngineSettings
+from mmreward.trajectory import Trajectory
 
 
 @dataclass

@@ -260,9 +260,9 @@ def _task_from_args(args: argparse.Namespace):
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
+    from mmreward.generators import SamplingSettings  # noqa: PLC0415
     from mmreward.judge import Judge, JudgeSettings  # noqa: PLC0415
     from mmreward.modeling import ModelSettings  # noqa: PLC0415
-    from mmreward.rollout import SamplingSettings  # noqa: PLC0415
     from mmreward.settings import resolve_engine_settings  # noqa: PLC0415
 
     task = _task_from_args(args)

@@ -20,14 +20,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mmreward.generators import SamplingSettings, TransformersGenerator
 from mmreward.protocol import JudgeTask, resolve_images
-from mmreward.rollout import (
-    EngineSettings,
-    RolloutEngine,
-    SamplingSettings,
-    Trajectory,
-    TransformersGenerator,
-)
+from mmreward.rollout import RolloutEngine
+from mmreward.settings import EngineSettings
+from mmreward.trajectory import Trajectory
 from mmreward.verdict import NOUNS, Verdict
 
 logger = logging.getLogger(__name__)

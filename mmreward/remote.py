@@ -1,6 +1,6 @@
 """Generation through an OpenAI-compatible chat endpoint (vLLM, SGLang, GPT-4o...), with retries.
 
-:class:`OpenAIGenerator` implements the engine's :class:`~mmreward.rollout.Generator` interface, so the
+:class:`OpenAIGenerator` implements the engine's :class:`~mmreward.generators.Generator` interface, so the
 :class:`~mmreward.rollout.RolloutEngine` runs *our* tools and parses *our* verdicts whatever produces the turns:
 
 * async requests with bounded concurrency, a timeout per request, and retries with exponential backoff and
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from mmreward.generators import STOP_TAGS, GenerationOutput, GenerationRequest
 from mmreward.media import image_to_data_url
-from mmreward.rollout import STOP_TAGS, GenerationOutput, GenerationRequest
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _retry_after(headers) -> float | None:
 
 
 class OpenAIGenerator:
-    """A :class:`~mmreward.rollout.Generator` backed by an OpenAI-compatible ``/chat/completions`` endpoint.
+    """A :class:`~mmreward.generators.Generator` backed by an OpenAI-compatible ``/chat/completions`` endpoint.
 
     Used as a distillation teacher (GPT-4o, a large Qwen-VL on vLLM) and as the judge server's ``vllm``
     backend (the server drives the tool loop; vLLM only generates turns).

@@ -59,13 +59,9 @@ def main() -> None:
     from data_pipelines.records import read_records  # noqa: PLC0415
     from data_pipelines.synthetic.diagnose import diagnose, summarize  # noqa: PLC0415
     from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
-    from mmreward.rollout import (  # noqa: PLC0415
-        EngineSettings,
-        RolloutEngine,
-        SamplingSettings,
-        TransformersGenerator,
-        load_judge_settings,
-    )
+    from mmreward.generators import SamplingSettings, TransformersGenerator
+    from mmreward.rollout import RolloutEngine
+    from mmreward.settings import EngineSettings, load_engine_settings
 
     world = Path(args.world)
     records = [
@@ -76,7 +72,7 @@ def main() -> None:
         raise SystemExit(f"no two-image items in {world / args.split}.jsonl")
     model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(args.model)
-    settings = load_judge_settings(args.model) or EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS)
+    settings = load_engine_settings(args.model) or EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS)
     generator = TransformersGenerator(model, processor, SamplingSettings(max_new_tokens=args.max_new_tokens))
     engine = RolloutEngine(generator, settings=settings)
     rng = random.Random(args.seed)

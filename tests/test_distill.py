@@ -17,7 +17,8 @@ from data_pipelines.distill import DistillSettings, OpenAITeacher, TeacherSettin
 from data_pipelines.records import PreferenceRecord, read_records, write_records
 from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL, generate_world
 from data_pipelines.synthetic.oracle import OracleTeacher
-from mmreward.rollout import EngineSettings, Trajectory, materialize
+from mmreward.settings import EngineSettings
+from mmreward.trajectory import Trajectory, materialize
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -335,12 +335,13 @@ def test_sharded_run_with_two_processes(world, tiny_model_dir, tmp_path):
 
 def test_scalar_judge_pairs_from_scores(world, tmp_path):
     """--pointwise: each candidate scored alone; pairs from score differences, with MJ-Bench's threshold rule."""
+    from scripted_generator import ScriptedGenerator
+
     from data_pipelines.records import read_records
     from eval.run import RunSettings, read_predictions, run_suite
     from eval.score import pair_rows, scalar_official, score_predictions
     from eval.suites import get_suite, load_suite
     from mmreward.protocol import format_turn
-    from mmreward.rollout import ScriptedGenerator
 
     records = {r.id: r for r in read_records(world / "test.jsonl")}
 

@@ -18,8 +18,9 @@ from transformers.utils import get_json_schema
 from trl.data_utils import prepare_multimodal_messages
 
 from data_pipelines.synthetic.generate import generate_world
+from mmreward.generators import TransformersGenerator, vision_token_ids
 from mmreward.protocol import assistant_message, build_conversation, format_turn, resolve_images, tool_message
-from mmreward.rollout import RolloutEngine, TransformersGenerator, vision_token_ids
+from mmreward.rollout import RolloutEngine
 from mmreward.tools import default_registry
 from train.grpo import build_trainer, drop_outlier_advantages, environments, parse
 
@@ -79,7 +80,7 @@ def test_environment_tools_are_the_registry_tools(world):
 
 def default_registry_settings():
     from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL
-    from mmreward.rollout import EngineSettings
+    from mmreward.settings import EngineSettings
     from mmreward.tools import Budget
 
     return EngineSettings(max_turns=3, budget=Budget(max_tool_calls=2), visual=WORLD_VISUAL, tools=WORLD_TOOLS)

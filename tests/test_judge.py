@@ -2,10 +2,12 @@
 the continuous reward from verdict-token probabilities on the real tiny model."""
 
 import pytest
+from scripted_generator import ScriptedGenerator
 
+from mmreward.generators import SamplingSettings, TransformersGenerator
 from mmreward.judge import Judge, JudgeSettings, candidate_verdict
 from mmreward.protocol import JudgeTask, format_turn
-from mmreward.rollout import RolloutEngine, SamplingSettings, ScriptedGenerator, TransformersGenerator
+from mmreward.rollout import RolloutEngine
 
 
 def say(phrase):

@@ -11,7 +11,8 @@ import torch
 from data_pipelines.records import read_records
 from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL, generate_world
 from data_pipelines.synthetic.oracle import OracleTeacher
-from mmreward.rollout import EngineSettings, RolloutEngine
+from mmreward.rollout import RolloutEngine
+from mmreward.settings import EngineSettings
 from train.probe import call_positions, call_tokens, oracle_calls, probe_calls
 from train.render import Renderer
 

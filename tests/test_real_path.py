@@ -123,14 +123,13 @@ def test_resolver_order_recorded_then_patch_factor_then_overrides(like, tmp_path
     import shutil
 
     from mmreward.protocol import VisualSettings
-    from mmreward.rollout import EngineSettings, save_judge_settings
-    from mmreward.settings import resolve_engine_settings
+    from mmreward.settings import EngineSettings, resolve_engine_settings, save_engine_settings
 
     assert resolve_engine_settings(like["qwen3_vl"]).visual.image_budget.factor == 32  # no record: defaults, sized
     folder = tmp_path / "q3"
     shutil.copytree(like["qwen3_vl"], folder)
     recorded = EngineSettings(max_turns=3, visual=VisualSettings(overview_frames=5))
-    save_judge_settings(folder, recorded)
+    save_engine_settings(folder, recorded)
     s = resolve_engine_settings(folder)
     assert s.max_turns == 3 and s.visual.overview_frames == 5 and s.visual.image_budget.factor == 32
     s = resolve_engine_settings(folder, overview_frames=2, max_turns=4, batch_size=3)
@@ -209,7 +208,7 @@ def test_lora_stages_chain_and_grpo_starts_from_rft_weights(like, tmp_path):
     from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL
     from data_pipelines.synthetic.oracle import OracleTeacher
     from mmreward.modeling import ModelSettings, attach_adapter
-    from mmreward.rollout import EngineSettings
+    from mmreward.settings import EngineSettings
     from train.grpo import build_trainer, parse
 
     base = like["qwen2_5_vl"]

@@ -4,11 +4,11 @@ real run with the tiny model."""
 import json
 
 from PIL import Image
+from scripted_generator import ScriptedGenerator
 
 from data_pipelines.records import PreferenceRecord, read_records
 from data_pipelines.rejection import RejectionSettings, judge_records, rejection_sample
 from mmreward.protocol import format_turn
-from mmreward.rollout import ScriptedGenerator
 
 
 def records(tmp_path):
@@ -77,7 +77,7 @@ def test_acceptance_pool_report_and_resume(tmp_path):
 
 
 def test_judge_records_and_the_tiny_model(tmp_path, tiny_model):
-    from mmreward.rollout import SamplingSettings, TransformersGenerator
+    from mmreward.generators import SamplingSettings, TransformersGenerator
 
     recs = records(tmp_path)
     report = judge_records(recs, ScriptedGenerator(behaviour), media_root=tmp_path)

@@ -3,9 +3,12 @@ padding-free packing that gives the same logits and loss as padded batches."""
 
 import pytest
 import torch
+from scripted_generator import ScriptedGenerator
 
+from mmreward.generators import TransformersGenerator
 from mmreward.protocol import JudgeTask, format_turn
-from mmreward.rollout import EngineSettings, RolloutEngine, ScriptedGenerator, TransformersGenerator
+from mmreward.rollout import RolloutEngine
+from mmreward.settings import EngineSettings
 from mmreward.tools import Budget
 from train.collate import PackedCollator, PaddedCollator, rope_function
 from train.render import ANSWER, END, IGNORE, THINK, TOOL_CALL, Renderer
@@ -153,7 +156,7 @@ def test_engine_settings_travel_with_the_trajectory(trajectories, tiny_model):
     """The pixel budgets a trajectory was judged under are recorded, so rendering it later uses the same ones."""
     from mmreward.media import PixelBudget
     from mmreward.protocol import VisualSettings
-    from mmreward.rollout import settings_of
+    from mmreward.trajectory import settings_of
 
     visual = VisualSettings(image_budget=PixelBudget(56 * 56, 112 * 112))
     task = JudgeTask("a room", [trajectories[1].task["candidates"][0]] * 2, id="img2")

@@ -5,20 +5,14 @@ import json
 
 import pytest
 import torch
+from scripted_generator import ScriptedGenerator
 
+from mmreward.generators import SamplingSettings, TransformersGenerator
 from mmreward.protocol import JudgeTask, format_turn
-from mmreward.rollout import (
-    EngineSettings,
-    RolloutEngine,
-    SamplingSettings,
-    ScriptedGenerator,
-    Trajectory,
-    TransformersGenerator,
-    materialize,
-    read_trajectories,
-    write_trajectories,
-)
+from mmreward.rollout import RolloutEngine
+from mmreward.settings import EngineSettings
 from mmreward.tools import Budget
+from mmreward.trajectory import Trajectory, materialize, read_trajectories, write_trajectories
 
 CROP_TL = format_turn("check the corner", tool=("crop", {"image": "image_1", "bbox_2d": [0, 0, 500, 500]}))
 ANSWER_1 = format_turn("image 1 matches", answer="Image 1 is better")

@@ -22,12 +22,14 @@ import openai
 import pytest
 from fake_teacher import FakeTeacher
 from PIL import Image
+from scripted_generator import ScriptedGenerator
 
 from mmreward.client import AsyncJudgeClient, JudgeAPIError, JudgeClient, encode_media
 from mmreward.judge import Judge, JudgeSettings
 from mmreward.protocol import format_turn
-from mmreward.rollout import EngineSettings, RolloutEngine, ScriptedGenerator
+from mmreward.rollout import RolloutEngine
 from mmreward.server import BackendSettings, BackgroundServer, RequestLimits, ServerSettings, build_judge
+from mmreward.settings import EngineSettings
 
 TOKEN = "s3cret-token-for-tests"
 

@@ -16,7 +16,7 @@ from data_pipelines.distill import DistillSettings, distill
 from data_pipelines.records import read_records
 from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL, generate_world
 from data_pipelines.synthetic.oracle import OracleTeacher
-from mmreward.rollout import EngineSettings
+from mmreward.settings import EngineSettings
 from train.sft import STAGING, last_checkpoint, parse
 
 REPO = Path(__file__).resolve().parents[1]

@@ -25,7 +25,8 @@ from data_pipelines.synthetic.see import read_see
 from data_pipelines.synthetic.world import HELD_OUT, NUMBER_WORDS, PLURAL, Description, Scene, layout, render
 from mmreward.media import open_video, sample_frame_indices
 from mmreward.protocol import parse_turn
-from mmreward.rollout import EngineSettings, RolloutEngine
+from mmreward.rollout import RolloutEngine
+from mmreward.settings import EngineSettings
 
 SPLITS = {"train": 60, "val": 8, "test": 150, "compositional": 40}
 

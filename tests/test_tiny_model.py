@@ -89,8 +89,8 @@ def test_qwen3_vl_and_custom_sizes(tmp_path, real_image_pair):
     generated = model.generate(**batch, max_new_tokens=3, do_sample=False)
     assert batch["input_ids"].shape[1] < generated.shape[1] <= batch["input_ids"].shape[1] + 3
     # The judge adapts pixel budgets to Qwen3-VL's 32-pixel token cells and runs end to end.
+    from mmreward.generators import SamplingSettings
     from mmreward.judge import Judge
-    from mmreward.rollout import SamplingSettings
 
     judge = Judge.from_pretrained(str(out), sampling=SamplingSettings(max_new_tokens=8))
     assert (

@@ -48,8 +48,9 @@ import torch
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser
 
 from data_pipelines.records import PreferenceRecord, presented_orders, read_records
+from mmreward.generators import vision_token_ids
 from mmreward.protocol import build_conversation, image_budget_for, resolve_images
-from mmreward.rollout import EngineSettings, vision_token_ids
+from mmreward.settings import EngineSettings
 from mmreward.tools import Budget, Tool, ToolContext, ToolRegistry, default_registry
 from train.rewards import RewardSettings, make_reward_funcs
 from train.server_rounds import ServerRounds
@@ -481,10 +482,10 @@ def run(script: GRPOScriptArguments, cfg: GRPOConfig, model_args: ModelConfig) -
     )
     summary["step_time_s"] = {k: round(v, 2) for k, v in trainer.step_times.items()}
     if trainer.is_world_process_zero():
-        from mmreward.rollout import save_judge_settings  # noqa: PLC0415
+        from mmreward.settings import save_engine_settings  # noqa: PLC0415
         from train.plots import plot_curves  # noqa: PLC0415
 
-        save_judge_settings(cfg.output_dir, settings)
+        save_engine_settings(cfg.output_dir, settings)
         keys = CURVE_KEYS + tuple(f"rewards/{n}/mean" for n in script.rewards)
         summary["curves"] = plot_curves(trainer.state.log_history, out / "curves.png", title="grpo", keys=keys)
         if script.eval_records:

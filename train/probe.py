@@ -20,7 +20,7 @@ import torch
 
 from data_pipelines.synthetic.diagnose import FINDING
 from data_pipelines.synthetic.oracle import MATCH_PHRASES
-from mmreward.rollout import Trajectory
+from mmreward.trajectory import Trajectory
 from train.render import IGNORE, Example, Renderer
 
 

@@ -23,7 +23,9 @@ from typing import Any
 import torch
 
 from mmreward.protocol import resolve_images, windowed
-from mmreward.rollout import EngineSettings, RolloutEngine, Trajectory, materialize, read_trajectories, settings_of
+from mmreward.rollout import RolloutEngine
+from mmreward.settings import EngineSettings
+from mmreward.trajectory import Trajectory, materialize, read_trajectories, settings_of
 
 IGNORE = -100
 MASKED, THINK, TOOL_CALL, ANSWER, END = 0, 1, 2, 3, 4

@@ -31,7 +31,7 @@ from data_pipelines.labels import SCORE_TOLERANCE, check_verdict
 from data_pipelines.records import PreferenceRecord
 from mmreward.judge import candidate_verdict
 from mmreward.protocol import parse_turn
-from mmreward.rollout import Trajectory
+from mmreward.trajectory import Trajectory
 from mmreward.verdict import ParseFailure, parse_verdict
 
 

@@ -129,7 +129,7 @@ def evaluate_see(model, processor, path: str, limit: int | None = 300, batch_siz
     the projector's object/background contrast on overview images (:func:`visual_contrast`)."""
     from PIL import Image  # noqa: PLC0415
 
-    from mmreward.rollout import GenerationRequest, SamplingSettings, TransformersGenerator  # noqa: PLC0415
+    from mmreward.generators import GenerationRequest, SamplingSettings, TransformersGenerator  # noqa: PLC0415
 
     root = Path(path).parent
     rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()][:limit]

@@ -432,16 +432,16 @@ def train_and_save(
 def record_judge_settings(out: str, train_files: list[str], base_model: str | None) -> None:
     """Write into the checkpoint the visual/tool settings its trajectories were produced with (the first one's),
     or carry over the base checkpoint's, so the judge and the server show the model what it was trained on."""
-    from mmreward.rollout import JUDGE_SETTINGS_FILE, save_judge_settings  # noqa: PLC0415
+    from mmreward.settings import ENGINE_SETTINGS_FILE, save_engine_settings  # noqa: PLC0415
 
     for f in train_files:
         with Path(f).open(encoding="utf-8") as fh:
             first = next((line for line in fh if line.strip()), None)
         if first:
-            save_judge_settings(out, json.loads(first).get("settings") or {})
+            save_engine_settings(out, json.loads(first).get("settings") or {})
             return
-    if base_model and Path(base_model, JUDGE_SETTINGS_FILE).is_file():
-        shutil.copy(Path(base_model, JUDGE_SETTINGS_FILE), Path(out, JUDGE_SETTINGS_FILE))
+    if base_model and Path(base_model, ENGINE_SETTINGS_FILE).is_file():
+        shutil.copy(Path(base_model, ENGINE_SETTINGS_FILE), Path(out, ENGINE_SETTINGS_FILE))
 
 
 def git_version() -> str:
@@ -559,7 +559,7 @@ def evaluate_checkpoint(model, processor, script: SFTScriptArguments, model_dir:
     synthetic world's when ``world_settings`` asks for them."""
     from data_pipelines.records import read_records  # noqa: PLC0415
     from data_pipelines.rejection import judge_records  # noqa: PLC0415
-    from mmreward.rollout import SamplingSettings, TransformersGenerator  # noqa: PLC0415
+    from mmreward.generators import SamplingSettings, TransformersGenerator  # noqa: PLC0415
     from mmreward.settings import resolve_engine_settings  # noqa: PLC0415
 
     records = read_records(script.eval_records)

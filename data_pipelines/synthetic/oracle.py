@@ -1,6 +1,6 @@
 """The oracle teacher: a rule-based judge of the synthetic world that writes reference trajectories.
 
-It is a :class:`mmreward.rollout.Generator`, so it runs inside the same engine, with the same tools, budgets and
+It is a :class:`mmreward.generators.Generator`, so it runs inside the same engine, with the same tools, budgets and
 parsers as a model or an API teacher (``data_pipelines.distill`` drives all three the same way). It reads the
 *prompt's meaning* from the record (the structured description the prompt was written from) but never the
 label or the drawn scenes: what it says about a picture comes from segmenting the pixels it is shown
@@ -25,8 +25,8 @@ from data_pipelines.records import PreferenceRecord
 from data_pipelines.synthetic.generate import SHAPE_PX, pointwise_score
 from data_pipelines.synthetic.perception import Blob, perceive
 from data_pipelines.synthetic.world import NUMBER_WORDS, PALETTE, PLURAL, Description, article_for
+from mmreward.generators import GenerationOutput, GenerationRequest
 from mmreward.protocol import format_tool_call, format_turn
-from mmreward.rollout import GenerationOutput, GenerationRequest
 
 NOISE_T = 8.0  # mean |pixel - background| around a blob above which it looks noisy
 SHARP_T = 0.5  # share of a blob's pixels at full colour below which it looks blurred
@@ -603,7 +603,8 @@ def oracle_accuracy(
     from data_pipelines.labels import check_verdict  # noqa: PLC0415
     from data_pipelines.records import read_records  # noqa: PLC0415
     from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
-    from mmreward.rollout import EngineSettings, RolloutEngine  # noqa: PLC0415
+    from mmreward.rollout import RolloutEngine  # noqa: PLC0415
+    from mmreward.settings import EngineSettings  # noqa: PLC0415
 
     records = read_records(f"{world}/{split}.jsonl")[:limit]
     engine = RolloutEngine(

@@ -35,20 +35,20 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mmreward.generators import SamplingSettings
 from mmreward.judge import Judge, JudgeSettings, Judgment
 from mmreward.protocol import JudgeTask
-from mmreward.rollout import SamplingSettings, Trajectory
 from mmreward.server.batcher import Batcher, QueueFull
-from mmreward.server.inputs import MediaResolver, RequestError, limit_error
+from mmreward.server.inputs import MediaResolver, RequestError
 from mmreward.server.metrics import ServerMetrics
-from mmreward.server.schemas import ChatCompletionRequest, JudgeOptions, JudgeRequest, RewardItem, RewardsRequest
+from mmreward.server.schemas import ChatCompletionRequest, JudgeRequest, RewardsRequest
 from mmreward.server.settings import ServerSettings
+from mmreward.server.tasks import RequestTasks
+from mmreward.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
 
 ENDPOINTS = {"/v1/judge", "/v1/rewards", "/v1/chat/completions", "/health", "/v1/models", "/metrics"}
-# Refusals that concern the whole request (security rules, limits), as opposed to one unusable media item.
-REQUEST_LEVEL = {"local_paths_disabled", "path_not_allowed", "url_fetch_disabled", "address_not_allowed"}
 
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
@@ -122,9 +122,10 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
     """The FastAPI app around ``judge``; the batching worker starts and stops with the app's lifespan."""
     settings = settings or ServerSettings()
     metrics = ServerMetrics()
-    resolver = MediaResolver(settings)
     lim = settings.limits
     judge.engine.settings.limits = lim.media_limits()
+    default_max_tokens = getattr(getattr(judge.engine.generator, "sampling", None), "max_new_tokens", 256)
+    requests = RequestTasks(MediaResolver(settings), lim, default_max_tokens)
 
     def on_batch(n_tasks: int, seconds: float) -> None:
         metrics.batch_size.observe(n_tasks)
@@ -238,45 +239,6 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             headers={"Retry-After": "1"},
         )
 
-    def sampling_of(o: JudgeOptions) -> SamplingSettings:
-        if o.votes > lim.max_n:
-            raise limit_error("max_n", f"votes={o.votes} is above {lim.max_n}")
-        if o.max_tokens is not None and o.max_tokens > lim.max_tokens:
-            raise limit_error("max_tokens", f"max_tokens={o.max_tokens} is above {lim.max_tokens}")
-        if o.votes > 1 and o.temperature == 0:
-            raise RequestError(400, "invalid_request", "votes > 1 needs temperature > 0 (greedy votes are identical)")
-        default = getattr(getattr(judge.engine.generator, "sampling", None), "max_new_tokens", 256)
-        max_new = o.max_tokens or default
-        if o.min_tokens > max_new:
-            raise RequestError(400, "invalid_request", f"min_tokens={o.min_tokens} is above max_tokens={max_new}")
-        seed = o.seed if o.seed is not None else 0
-        return SamplingSettings(max_new, o.temperature, o.top_p, seed, min_new_tokens=o.min_tokens)
-
-    def judge_settings(o: JudgeOptions, **over) -> JudgeSettings:
-        s = dict(swap=o.swap, votes=o.votes, tools=o.tools, reward=o.reward)
-        s.update(over)
-        return JudgeSettings(**s)
-
-    def check_text(text: str, where: str) -> None:
-        if len(text) > lim.max_text_chars:
-            raise limit_error("max_text_chars", f"{where}: {len(text)} characters, above {lim.max_text_chars}")
-
-    def load(ref: str, kind: str, where: str):
-        return resolver.image(ref, where) if kind == "image" else resolver.video(ref, where)
-
-    def count_media(kinds: list[str]) -> None:
-        n_img, n_vid = kinds.count("image"), kinds.count("video")
-        if n_img > lim.max_images:
-            raise limit_error("max_images", f"{n_img} images in one request, above {lim.max_images}")
-        if n_vid > lim.max_videos:
-            raise limit_error("max_videos", f"{n_vid} videos in one request, above {lim.max_videos}")
-
-    def make_task(**kw) -> JudgeTask:
-        try:
-            return JudgeTask(**kw)
-        except ValueError as exc:
-            raise RequestError(400, "invalid_request", str(exc)) from None
-
     # ---------------------------------------------------------------------------------------------------------------
     @app.get("/health")
     async def health():
@@ -306,107 +268,24 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
     @app.post("/v1/judge")
     async def judge_one(req: JudgeRequest):
         start = time.perf_counter()
-        sampling = sampling_of(req)
-        check_text(req.prompt, "prompt")
-        kind = req.kind or ("pointwise" if len(req.candidates) == 1 else "multi" if req.dimensions else "pairwise")
-
-        def build() -> JudgeTask:
-            if req.modality == "answer":
-                for i, c in enumerate(req.candidates):
-                    check_text(c, f"candidates[{i}]")
-                count_media([req.media_kind] * len(req.media))
-                media = [load(m, req.media_kind, f"media[{i}]") for i, m in enumerate(req.media)]
-                candidates = list(req.candidates)
-            else:
-                if req.media:
-                    raise RequestError(400, "invalid_request", "media is only for modality=answer", "media")
-                count_media([req.modality] * len(req.candidates))
-                candidates = [load(c, req.modality, f"candidates[{i}]") for i, c in enumerate(req.candidates)]
-                media = []
-            return make_task(
-                prompt=req.prompt,
-                candidates=candidates,
-                modality=req.modality,
-                kind=kind,
-                media=media,
-                media_kind=req.media_kind,
-                dimensions=req.dimensions,
-                allow_tie=req.allow_tie,
-                id=req.id or "request",
-            )
-
-        task = await run_in_threadpool(build)
-        (judgment,), timings = await run_tasks([task], [judge_settings(req)], sampling)
+        sampling = requests.sampling(req)
+        task = await run_in_threadpool(requests.judge_task, req)
+        (judgment,), timings = await run_tasks([task], [requests.judge_settings(req)], sampling)
         timings["total_s"] = round(time.perf_counter() - start, 4)
         return judgment_json(judgment, timings, req.return_trajectories)
 
     @app.post("/v1/rewards")
     async def rewards(req: RewardsRequest):
         start = time.perf_counter()
-        sampling = sampling_of(req)
-        n = len(req.items)
-        if n > lim.max_items:
-            raise limit_error("max_items", f"{n} items in one group, above {lim.max_items}")
-        items = [it if isinstance(it, RewardItem) else RewardItem(media=it) for it in req.items]
-        prompts = [it.prompt or req.prompt for it in items]
-        if any(not p for p in prompts):
-            raise RequestError(400, "invalid_request", "give `prompt` for the group or a prompt for every item")
-        for i, p in enumerate(prompts):
-            check_text(p, f"items[{i}].prompt")
-        if req.mode == "pairwise_winrate":
-            if n < 2:
-                raise RequestError(400, "invalid_request", "pairwise_winrate needs at least 2 items")
-            if len(set(prompts)) > 1:
-                raise RequestError(400, "invalid_request", "pairwise_winrate compares items of one prompt")
-        count_media([req.modality] * n)
-
-        def build() -> tuple[list[Any], dict[int, str]]:
-            loaded: list[Any] = [None] * n
-            failed: dict[int, str] = {}
-            for i, it in enumerate(items):
-                try:
-                    loaded[i] = load(it.media, req.modality, f"items[{i}]")
-                except RequestError as exc:
-                    if exc.code in REQUEST_LEVEL or exc.code == "limit_exceeded":
-                        raise
-                    failed[i] = exc.message
-            return loaded, failed
-
-        loaded, failed = await run_in_threadpool(build)
-        ok = [i for i in range(n) if i not in failed]
-        kind_multi = "multi" if req.dimensions else "pairwise"
-        if req.mode == "pointwise":
-            pairs: list[tuple[int, ...]] = [(i,) for i in ok]
-            tasks = [
-                make_task(
-                    prompt=prompts[i],
-                    candidates=[loaded[i]],
-                    modality=req.modality,
-                    kind="pointwise",
-                    dimensions=req.dimensions,
-                    id=f"item-{i}",
-                )
-                for i in ok
-            ]
-        else:
-            pairs = [(i, j) for a, i in enumerate(ok) for j in ok[a + 1 :]]
-            tasks = [
-                make_task(
-                    prompt=prompts[i],
-                    candidates=[loaded[i], loaded[j]],
-                    modality=req.modality,
-                    kind=kind_multi,
-                    dimensions=req.dimensions,
-                    allow_tie=True,
-                    id=f"pair-{i}-{j}",
-                )
-                for i, j in pairs
-            ]
+        sampling = requests.sampling(req)
+        items, prompts = requests.reward_prompts(req)
+        loaded, failed = await run_in_threadpool(requests.load_group, req, items)
+        pairs, tasks = requests.reward_tasks(req, prompts, loaded, failed)
         judgments: list[Judgment] = []
         timings: dict[str, Any] = {}
         if tasks:
-            judgments, timings = await run_tasks(tasks, [judge_settings(req)] * len(tasks), sampling)
-        body = group_rewards(req, n, pairs, judgments, failed)
+            judgments, timings = await run_tasks(tasks, [requests.judge_settings(req)] * len(tasks), sampling)
+        body = group_rewards(req, len(items), pairs, judgments, failed)
         timings["total_s"] = round(time.perf_counter() - start, 4)
         body["timings"] = timings
         return body
@@ -418,81 +297,10 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             raise RequestError(
                 404, "model_not_found", f"model {req.model!r} is not served here; use {settings.model_name!r}", "model"
             )
-        if req.stream:
-            raise RequestError(400, "unsupported", "stream=true is not supported; the judgment comes whole", "stream")
-        if req.n > lim.max_n:
-            raise limit_error("max_n", f"n={req.n} is above {lim.max_n}")
-        max_tokens = req.max_completion_tokens or req.max_tokens
-        if max_tokens is not None and max_tokens > lim.max_tokens:
-            raise limit_error("max_tokens", f"max_tokens={max_tokens} is above {lim.max_tokens}")
-        opts = dict(req.mmreward or {})
-        unknown = set(opts) - {"kind", "dimensions", "allow_tie", "tools", "swap", "candidates"}
-        if unknown:
-            raise RequestError(400, "invalid_request", f"unknown mmreward options {sorted(unknown)}", "mmreward")
-        text, visuals = _last_user_message(req.messages)
-        check_text(text, "messages[-1] text")
-        if not text.strip():
-            raise RequestError(400, "invalid_request", "the last user message has no text (the prompt)", "messages")
-        kinds = [k for k, _ in visuals]
-        count_media(kinds)
-        if len(set(kinds)) > 1:
-            raise RequestError(400, "invalid_request", "mix of images and videos in one message", "messages")
-        answers = opts.get("candidates")
-        n_cand = len(answers) if answers else len(visuals)
-        if n_cand not in (1, 2):
-            raise RequestError(
-                400,
-                "invalid_request",
-                f"the last user message must carry 1 (score) or 2 (compare) images/videos, not {len(visuals)} "
-                "(or give mmreward.candidates: the answer texts to compare)",
-                "messages",
-            )
-        # A judge is greedy by default; n > 1 samples (OpenAI's default temperature is 1) unless told otherwise.
-        temperature = req.temperature if req.temperature is not None else (0.0 if req.n == 1 else 1.0)
-        options = JudgeOptions(
-            swap=opts.get("swap", "none"),
-            votes=req.n,
-            tools=bool(opts.get("tools", True)),
-            temperature=temperature,
-            top_p=req.top_p if req.top_p is not None else 1.0,
-            max_tokens=max_tokens,
-            seed=req.seed,
-        )
-        sampling = sampling_of(options)
-        dims = list(opts.get("dimensions") or [])
-        kind = opts.get("kind") or ("pointwise" if n_cand == 1 else "multi" if dims else "pairwise")
-
-        def build() -> JudgeTask:
-            loaded = [load(ref, k, f"messages[-1].content[{i}]") for i, (k, ref) in enumerate(visuals)]
-            if answers:
-                if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
-                    raise RequestError(400, "invalid_request", "mmreward.candidates must be a list of strings")
-                for i, a in enumerate(answers):
-                    check_text(a, f"mmreward.candidates[{i}]")
-                media_kind = kinds[0] if kinds else "image"
-                return make_task(
-                    prompt=text,
-                    candidates=list(answers),
-                    modality="answer",
-                    kind=kind,
-                    media=loaded,
-                    media_kind=media_kind,
-                    dimensions=dims,
-                    allow_tie=bool(opts.get("allow_tie", False)),
-                    id="chat",
-                )
-            return make_task(
-                prompt=text,
-                candidates=loaded,
-                modality=kinds[0],
-                kind=kind,
-                dimensions=dims,
-                allow_tie=bool(opts.get("allow_tie", False)),
-                id="chat",
-            )
-
-        task = await run_in_threadpool(build)
-        (judgment,), timings = await run_tasks([task], [judge_settings(options)], sampling)
+        parts, options = requests.chat_parts(req)
+        sampling = requests.sampling(options)
+        task = await run_in_threadpool(requests.chat_task, parts)
+        (judgment,), timings = await run_tasks([task], [requests.judge_settings(options)], sampling)
         choices = []
         for i, t in enumerate(judgment.trajectories):
             finish = "stop" if t.stop_reason in ("answer", "parse_failure") else "length"
@@ -535,38 +343,6 @@ def _authorized(request: Request, token: str) -> bool:
     if scheme.lower() != "bearer":
         return False
     return hmac.compare_digest(given.strip().encode(), token.encode())
-
-
-def _last_user_message(messages: list[dict[str, Any]]) -> tuple[str, list[tuple[str, str]]]:
-    """(text, [(image|video, url)]) of the last user message, in OpenAI's content-part format."""
-    user = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    if not user:
-        raise RequestError(400, "invalid_request", "no user message", "messages")
-    content = user[-1].get("content")
-    if isinstance(content, str):
-        return content, []
-    if not isinstance(content, list):
-        raise RequestError(400, "invalid_request", "message content must be a string or a list of parts", "messages")
-    texts, visuals = [], []
-    for k, part in enumerate(content):
-        if not isinstance(part, dict):
-            raise RequestError(400, "invalid_request", f"content part {k} is not an object", "messages")
-        ptype = part.get("type")
-        if ptype == "text":
-            if not isinstance(part.get("text"), str):
-                raise RequestError(400, "invalid_request", f"content part {k}: text must be a string", "messages")
-            texts.append(part["text"])
-        elif ptype in ("image_url", "video_url"):
-            value = part.get(ptype)
-            url = value.get("url") if isinstance(value, dict) else value
-            if not isinstance(url, str):
-                raise RequestError(
-                    400, "invalid_request", f"content part {k}: {ptype}.url must be a string", "messages"
-                )
-            visuals.append(("image" if ptype == "image_url" else "video", url))
-        else:
-            raise RequestError(400, "invalid_request", f"content part {k}: unsupported type {ptype!r}", "messages")
-    return "\n".join(texts), visuals
 
 
 def transcript(t: Trajectory) -> str:

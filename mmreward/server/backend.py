@@ -12,8 +12,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmreward.generators import SamplingSettings
 from mmreward.judge import Judge, JudgeSettings
-from mmreward.rollout import RolloutEngine, SamplingSettings
+from mmreward.rollout import RolloutEngine
 from mmreward.tools import Budget
 
 logger = logging.getLogger(__name__)

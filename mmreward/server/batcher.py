@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mmreward.generators import SamplingSettings
 from mmreward.judge import Judge, JudgeSettings, Judgment
 from mmreward.protocol import JudgeTask
-from mmreward.rollout import SamplingSettings
 
 logger = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ def settings_for(mode: str, frames: int):
     from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL
     from mmreward.media import PixelBudget
     from mmreward.protocol import VisualSettings
-    from mmreward.rollout import EngineSettings
+    from mmreward.settings import EngineSettings
     from mmreward.tools import Budget
 
     frame = PixelBudget(56 * 56, 112 * 112)
@@ -78,7 +78,7 @@ class CostedOracle:
     it appended, or everything after an image the window evicted (``TransformersGenerator.extend``)."""
 
     def __init__(self, oracle, model, processor, reuse_cache: bool = False) -> None:
-        from mmreward.rollout import TransformersGenerator
+        from mmreward.generators import TransformersGenerator
 
         self.oracle, self.model, self.processor = oracle, model, processor
         self.gen = TransformersGenerator(model, processor, reuse_cache=reuse_cache)

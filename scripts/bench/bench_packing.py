@@ -25,7 +25,7 @@ def build_data(tmp: Path, hidden: int = 256, layers: int = 4) -> tuple[Path, Pat
     from data_pipelines.records import read_records
     from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL, generate_world
     from data_pipelines.synthetic.oracle import OracleTeacher
-    from mmreward.rollout import EngineSettings
+    from mmreward.settings import EngineSettings
     from mmreward.tiny import TinySizes, init_tiny
 
     # The language model dominates a real VLM's compute (a 7B LLM on a 0.6B vision tower); keep that proportion.

@@ -90,10 +90,10 @@ async def load(url: str, bodies: list[dict], concurrency: int, n: int, options: 
 
 def raw_engine(judge, bodies: list[dict], n: int, args) -> dict:
     """The same requests straight into one batched ``Judge.judge`` call per ``max(concurrency)`` tasks."""
+    from mmreward.generators import SamplingSettings
     from mmreward.judge import JudgeSettings
     from mmreward.media import load_image
     from mmreward.protocol import JudgeTask
-    from mmreward.rollout import SamplingSettings
 
     tasks = []
     for k in range(n):

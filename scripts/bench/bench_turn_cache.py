@@ -39,7 +39,7 @@ class ForcedTurns:
         self.prefill_s = 0.0
 
     def generate(self, requests):
-        from mmreward.rollout import GenerationOutput
+        from mmreward.generators import GenerationOutput
 
         outs = []
         for r in requests:
@@ -82,7 +82,7 @@ def scenario(name: str, tmp: Path, items: int):
     from data_pipelines.records import read_records
     from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL, WorldConfig, generate_world
     from mmreward.protocol import VisualSettings, format_turn
-    from mmreward.rollout import EngineSettings
+    from mmreward.settings import EngineSettings
     from mmreward.tools import Budget, ToolSettings
 
     world = tmp / name
@@ -116,8 +116,9 @@ def main() -> None:
     ap.add_argument("--scenarios", nargs="+", default=["image", "video"], choices=["image", "video"])
     args = ap.parse_args()
 
+    from mmreward.generators import TransformersGenerator
     from mmreward.modeling import load_model
-    from mmreward.rollout import RolloutEngine, TransformersGenerator
+    from mmreward.rollout import RolloutEngine
     from mmreward.tiny import TinySizes, init_tiny
 
     results = {}

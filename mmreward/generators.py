@@ -1,0 +1,333 @@
+"""Generators: what produces one assistant turn for a batch of judging requests.
+
+:class:`TransformersGenerator` runs a local ``transformers`` model (left padding, vision placeholder tokens
+suppressed, optional KV-cache reuse across a trajectory's turns); ``mmreward.remote.OpenAIGenerator`` calls an
+OpenAI-compatible server. The engine (:mod:`mmreward.rollout`) only needs the :class:`Generator` interface.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+STOP_TAGS = ("</tool_call>", "</answer>")
+
+
+@dataclass
+class SamplingSettings:
+    """Sampling for each assistant turn. ``temperature == 0`` is greedy (and reproducible).
+
+    Every field is passed explicitly, so a checkpoint's ``generation_config.json`` (Qwen2.5-VL's release asks for
+    ``repetition_penalty`` 1.05) does not change the judge behind its back; 1.0 is what GRPO trains with."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = 0
+    min_new_tokens: int = 0  # end-of-turn tokens are suppressed before this many (fixed-work benchmarks)
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens <= 0:
+            raise ValueError("max_new_tokens must be positive")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError("need 0 <= min_new_tokens <= max_new_tokens")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("need temperature >= 0 and 0 < top_p <= 1")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be positive (1.0: none)")
+
+
+@dataclass
+class GenerationRequest:
+    key: str  # trajectory id
+    turn: int
+    messages: list[dict[str, Any]]  # images resolved to PIL
+    images: list[Image.Image]  # in the order they appear in ``messages``
+    tools: list[dict[str, Any]] | None
+    max_new_tokens: int
+    image_names: list[str] = field(default_factory=list)  # the protocol name of each image in ``images``
+
+
+@dataclass
+class GenerationOutput:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None  # the generator could not produce a turn (e.g. a remote teacher kept failing)
+
+
+class Generator(Protocol):
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]: ...
+
+
+class TransformersGenerator:
+    """Generation with a local ``transformers`` model and its processor.
+
+    Vision placeholder tokens are suppressed (a sampled ``<|video_pad|>`` would crash Qwen's rope index), the
+    batch is left-padded, and a turn stops at ``</tool_call>``, ``</answer>`` or end of turn.
+    """
+
+    def __init__(self, model, processor, sampling: SamplingSettings | None = None, reuse_cache: bool = False) -> None:
+        self.model = model
+        self.processor = processor
+        self.sampling = sampling or SamplingSettings()
+        # Keep each trajectory's KV cache between turns and encode only what a turn appends (see `_generate_cached`).
+        self.reuse_cache = reuse_cache
+        self._caches: dict[str, tuple[list[int], Any]] = {}
+        tok = processor.tokenizer
+        self.tokenizer = tok
+        self.suppress_ids = vision_token_ids(tok)
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        eos = model.generation_config.eos_token_id
+        eos_ids = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
+        eos_ids.append(tok.convert_tokens_to_ids("<|im_end|>"))
+        self.stop_strings: list[str] = []
+        self.stop_tag_ids: set[int] = set()  # single-token stop tags: generation ends on them, the text keeps them
+        for tag in STOP_TAGS:
+            ids = tok.encode(tag, add_special_tokens=False)
+            if len(ids) == 1:
+                eos_ids.append(ids[0])
+                self.stop_tag_ids.add(ids[0])
+            else:
+                self.stop_strings.append(tag)
+        self.eos_ids = sorted({int(i) for i in eos_ids if i is not None})
+        self.end_ids = set(self.eos_ids) | {self.pad_id}
+        self.chat_template = processor.chat_template
+        # Processors emit mm_token_type_ids; older model classes do not take them.
+        self.drop_keys = {"mm_token_type_ids"} - set(_forward_args(model))
+
+    def render(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, generation: bool = True
+    ) -> str:
+        return self.processor.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=generation, tokenize=False
+        )
+
+    def _encode(self, texts: list[str], images: list[Image.Image]):
+        self.processor.tokenizer.padding_side = "left"
+        batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+        for key in self.drop_keys:
+            batch.pop(key, None)
+        return batch.to(self.model.device)
+
+    def release(self, key: str) -> None:
+        """Forget a finished trajectory's cache."""
+        self._caches.pop(key, None)
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        import torch  # noqa: PLC0415
+
+        if self.reuse_cache:
+            return [self._generate_cached(r) for r in requests]
+        texts = [self.render(r.messages, r.tools) for r in requests]
+        images = [im for r in requests for im in r.images]
+        batch = self._encode(texts, images)
+        s = self.sampling
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=max(r.max_new_tokens for r in requests),
+            suppress_tokens=self.suppress_ids,
+            eos_token_id=self.eos_ids,
+            pad_token_id=self.pad_id,
+            do_sample=s.temperature > 0,
+            repetition_penalty=s.repetition_penalty,
+        )
+        if s.temperature > 0:
+            kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
+        if s.min_new_tokens:
+            kwargs.update(min_new_tokens=min(s.min_new_tokens, kwargs["max_new_tokens"]))
+        if self.stop_strings:
+            kwargs.update(stop_strings=self.stop_strings, tokenizer=self.tokenizer)
+        if s.seed is not None:
+            torch.manual_seed(s.seed + sum(r.turn for r in requests))
+        with torch.inference_mode():
+            out = self.model.generate(**batch, **kwargs)
+        prompt_len = batch["input_ids"].shape[1]
+        attention = batch["attention_mask"].sum(dim=1).tolist()
+        outputs = []
+        for row, r in enumerate(requests):
+            ids = out[row, prompt_len:].tolist()[: r.max_new_tokens]
+            n = next((k for k, t in enumerate(ids) if t in self.end_ids), len(ids))
+            completion = n + (1 if n < len(ids) and ids[n] != self.pad_id else 0)
+            keep = n + (1 if n < len(ids) and ids[n] in self.stop_tag_ids else 0)  # "</tool_call>" is part of the turn
+            text = self.tokenizer.decode(ids[:keep], skip_special_tokens=False)
+            outputs.append(
+                GenerationOutput(
+                    text=_cut_at_stop(text), prompt_tokens=int(attention[row]), completion_tokens=completion
+                )
+            )
+        return outputs
+
+    # ---------------------------------------------------------------------------------------------------------------
+    # Cache reuse across tool turns (one trajectory at a time, no padding)
+
+    def _positions(self, batch) -> Any:
+        """Qwen-VL's 3-D rope positions of a whole (unpadded) sequence, from the model's own rope index."""
+        import torch  # noqa: PLC0415
+
+        ids = batch["input_ids"]
+        if batch.get("image_grid_thw") is None:
+            return torch.arange(ids.shape[1]).view(1, 1, -1).expand(3, 1, -1)
+        inner = getattr(self.model, "model", self.model)
+        mm = batch.get("mm_token_type_ids")
+        if mm is None:
+            mm = (ids == self.tokenizer.convert_tokens_to_ids("<|image_pad|>")).long()
+        pos, _ = inner.get_rope_index(
+            ids, mm, image_grid_thw=batch["image_grid_thw"], attention_mask=torch.ones_like(ids)
+        )
+        return pos
+
+    def extend(self, key: str, text: str, images: list[Image.Image]):
+        """Bring ``key``'s cache up to the tokens of ``text`` and return (logits of the last position, the number
+        of tokens that had to be encoded, the full ids). Reuses the longest cached prefix that does not cut an
+        image; the appended images get their 3-D positions from the rope index of the whole sequence, so the
+        result equals encoding everything again (tested)."""
+        import torch  # noqa: PLC0415
+        from transformers import DynamicCache  # noqa: PLC0415
+
+        batch = self.processor(text=[text], images=images or None, return_tensors="pt")
+        ids = batch["input_ids"][0].tolist()
+        pos = self._positions(batch)
+        pad_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        spans, i = [], 0
+        while i < len(ids):
+            if ids[i] == pad_id:
+                j = i
+                while j < len(ids) and ids[j] == pad_id:
+                    j += 1
+                spans.append((i, j))
+                i = j
+            else:
+                i += 1
+        cached_ids, cache = self._caches.get(key, ([], None))
+        p = 0
+        while p < min(len(cached_ids), len(ids) - 1) and cached_ids[p] == ids[p]:
+            p += 1
+        for a, b in spans:  # never split an image: re-encode it whole
+            if a < p < b:
+                p = a
+        if cache is None or p == 0:
+            cache, p = DynamicCache(config=self.model.config), 0
+        elif cache.get_seq_length() > p:
+            # transformers 5: a negative count removes that many tokens from the end (a positive one is refused)
+            cache.crop(p - cache.get_seq_length())
+        n_cached = sum(1 for _, b in spans if b <= p)
+        grid = batch.get("image_grid_thw")
+        kwargs: dict[str, Any] = {}
+        if grid is not None and n_cached < len(grid):
+            first_patch = int(grid[:n_cached].prod(-1).sum())
+            kwargs = {"pixel_values": batch["pixel_values"][first_patch:], "image_grid_thw": grid[n_cached:]}
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=batch["input_ids"][:, p:].to(self.model.device),
+                position_ids=pos[:, :, p:].to(self.model.device),
+                past_key_values=cache,
+                use_cache=True,
+                cache_position=torch.arange(p, len(ids), device=self.model.device),
+                **{k: v.to(self.model.device) for k, v in kwargs.items()},
+            )
+        self._caches[key] = (ids, cache)
+        return out.logits[0, -1].float(), len(ids) - p, ids, int(pos[0, 0, -1]) + 1
+
+    def _generate_cached(self, r: GenerationRequest) -> GenerationOutput:
+        import torch  # noqa: PLC0415
+
+        s = self.sampling
+        logits, _, ids, next_pos = self.extend(r.key, self.render(r.messages, r.tools), r.images)
+        ids = list(ids)
+        prompt_len = len(ids)
+        _, cache = self._caches[r.key]
+        rng = torch.Generator().manual_seed((s.seed or 0) + r.turn) if s.temperature > 0 else None
+        out: list[int] = []
+        for step in range(r.max_new_tokens):
+            logits = logits.clone()
+            if s.repetition_penalty != 1.0:  # as transformers' RepetitionPenaltyLogitsProcessor, over the context
+                seen = torch.tensor(sorted(set(ids) | set(out)), device=logits.device)
+                score = logits[seen]
+                logits[seen] = torch.where(score < 0, score * s.repetition_penalty, score / s.repetition_penalty)
+            logits[self.suppress_ids] = float("-inf")
+            if step < s.min_new_tokens:
+                logits[self.eos_ids] = float("-inf")
+            if rng is None:
+                tok = int(logits.argmax())
+            else:
+                probs = torch.softmax(logits / s.temperature, dim=-1)
+                if s.top_p < 1.0:
+                    sp, si = probs.sort(descending=True)
+                    keep = sp.cumsum(-1) - sp < s.top_p
+                    probs = torch.zeros_like(probs).scatter(0, si[keep], sp[keep])
+                tok = int(torch.multinomial(probs / probs.sum(), 1, generator=rng))
+            out.append(tok)
+            if tok in self.end_ids or step == r.max_new_tokens - 1:
+                break
+            with torch.inference_mode():
+                o = self.model(
+                    input_ids=torch.tensor([[tok]], device=self.model.device),
+                    position_ids=torch.full((3, 1, 1), next_pos, device=self.model.device),
+                    past_key_values=cache,
+                    use_cache=True,
+                    cache_position=torch.tensor([len(ids)], device=self.model.device),
+                )
+            ids.append(tok)
+            next_pos += 1
+            logits = o.logits[0, -1].float()
+        self._caches[r.key] = (ids, cache)
+        n = next((k for k, t in enumerate(out) if t in self.end_ids), len(out))
+        keep = n + (1 if n < len(out) and out[n] in self.stop_tag_ids else 0)
+        text = self.tokenizer.decode(out[:keep], skip_special_tokens=False)
+        completion = n + (1 if n < len(out) and out[n] != self.pad_id else 0)
+        return GenerationOutput(text=_cut_at_stop(text), prompt_tokens=prompt_len, completion_tokens=completion)
+
+    def option_logprobs(
+        self, messages: list[dict[str, Any]], images: list[Image.Image], tools, prefix: str, options: list[str]
+    ) -> list[float]:
+        """Log-probability of each ``option`` continuing ``prefix`` at the start of a new assistant turn."""
+        import torch  # noqa: PLC0415
+
+        base = self.render(messages, tools) + prefix
+        n_base = len(self.tokenizer(base, add_special_tokens=False)["input_ids"])
+        texts = [base + o for o in options]
+        batch = self._encode(texts, images * len(options))
+        with torch.inference_mode():
+            logits = self.model(**batch).logits.float()
+        logp = torch.log_softmax(logits, dim=-1)
+        ids = batch["input_ids"]
+        result = []
+        for row, text in enumerate(texts):
+            n_opt = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) - n_base
+            total = 0.0
+            for k in range(n_opt):
+                pos = ids.shape[1] - n_opt + k
+                total += float(logp[row, pos - 1, ids[row, pos]])
+            result.append(total)
+        return result
+
+
+def vision_token_ids(tokenizer) -> list[int]:
+    """Vision placeholder tokens a model must never sample (a sampled ``<|video_pad|>`` crashes Qwen's rope index)."""
+    vision = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
+    return [tokenizer.convert_tokens_to_ids(t) for t in vision if t in tokenizer.get_vocab()]
+
+
+def _forward_args(model) -> set[str]:
+    import inspect  # noqa: PLC0415
+
+    return set(inspect.signature(model.forward).parameters)
+
+
+def _cut_at_stop(text: str) -> str:
+    """Keep a turn up to and including its first closing tag; drop end-of-turn markers."""
+    cut = len(text)
+    for tag in STOP_TAGS:
+        i = text.find(tag)
+        if i != -1:
+            cut = min(cut, i + len(tag))
+    text = text[:cut]
+    for marker in ("<|im_end|>", "<|endoftext|>"):
+        text = text.split(marker)[0]
+    return text.strip()
