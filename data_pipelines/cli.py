@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -46,49 +45,15 @@ def register(sub) -> dict:
     s = dsub.add_parser(
         "synth",
         help="generate the synthetic visual preference world",
-        description="Write train/val/test/compositional records with PNG/MP4 media, and the "
-        "learning-to-see data, seeded and deterministic. --n is the train size; val, test and "
-        "compositional get a tenth each.",
+        description="Write train/val/test/compositional records with PNG/MP4 media, seeded and deterministic. --n is "
+        "the train size; val, test and compositional get a tenth each.",
     )
     s.add_argument("--out", required=True)
     s.add_argument("--n", type=int, default=1000, help="train items (default 1000)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--kinds", nargs="+", default=None, help="image answer video multi pointwise (default: all)")
-    s.add_argument("--see", type=int, default=None, help="learning-to-see examples (default: max(200, n); 0 = none)")
-    s.add_argument(
-        "--lookup",
-        type=int,
-        default=0,
-        help="text-only lookup rows for stage 0's warm-up, written to OUT/see/lookup/ (default 0 = none)",
-    )
-    s.add_argument(
-        "--compare",
-        type=int,
-        default=0,
-        help="text-only comparison rows (what is seen against the prompt, in the oracle's words) for stage 0, "
-        "written to OUT/see/compare/ (default 0 = none)",
-    )
-    s.add_argument(
-        "--crops",
-        type=int,
-        default=0,
-        help="one-crop rows from this many fresh image items (each candidate's crop as the judge gets it, after the "
-        "prompt, answered with the oracle's sentence about it) for stage 0 and SFT, written to OUT/see/crops/ "
-        "(default 0 = none)",
-    )
     s.add_argument("--workers", type=int, default=1, help="worker processes")
-    s.add_argument("--canvas", type=int, default=448)
-    s.add_argument(
-        "--object-size",
-        type=float,
-        nargs=2,
-        default=(0.02, 0.035),
-        metavar=("MIN", "MAX"),
-        help="object side as a fraction of the canvas",
-    )
-    s.add_argument("--objects", type=int, nargs=2, default=(1, 3), metavar=("MIN", "MAX"))
-    s.add_argument("--clip-frames", type=int, default=12)
-    s.add_argument("--glitch-frames", type=int, nargs=2, default=(1, 2), metavar=("MIN", "MAX"))
+    add_world_arguments(s)
 
     d = dsub.add_parser(
         "distill",
@@ -188,7 +153,7 @@ def _list(args) -> int:
     return 0
 
 
-def _print_table(title: str, counts: dict) -> None:
+def print_table(title: str, counts: dict) -> None:
     print(title)
     for k, v in counts.items():
         print(f"  {k:40s} {v}")
@@ -213,61 +178,60 @@ def _convert(args) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     print(f"{summary['records']} records from {args.source} -> {args.output}")
-    _print_table("by category:", summary["by_category"])
-    _print_table("by label:", summary["by_label"])
+    print_table("by category:", summary["by_category"])
+    print_table("by label:", summary["by_label"])
     if summary["by_subset"]:
-        _print_table("by subset:", summary["by_subset"])
+        print_table("by subset:", summary["by_subset"])
     print(f"media on disk: {summary['with_media']}; metadata only: {summary['metadata_only']}")
     for note in summary["notes"]:
         print(f"note: {note}")
     return 0
 
 
-def _synth(args) -> int:
-    from data_pipelines.synthetic.generate import WorldConfig, generate_world  # noqa: PLC0415
+def add_world_arguments(p) -> None:
+    """The synthetic world's scene options (``WorldConfig``), shared by every command that draws scenes."""
+    p.add_argument("--canvas", type=int, default=448)
+    p.add_argument(
+        "--object-size",
+        type=float,
+        nargs=2,
+        default=(0.02, 0.035),
+        metavar=("MIN", "MAX"),
+        help="object side as a fraction of the canvas",
+    )
+    p.add_argument("--objects", type=int, nargs=2, default=(1, 3), metavar=("MIN", "MAX"))
+    p.add_argument("--clip-frames", type=int, default=12)
+    p.add_argument("--glitch-frames", type=int, nargs=2, default=(1, 2), metavar=("MIN", "MAX"))
 
-    cfg = WorldConfig(
+
+def world_config(args):
+    """The ``WorldConfig`` of :func:`add_world_arguments`' options."""
+    from data_pipelines.synthetic.generate import WorldConfig  # noqa: PLC0415
+
+    return WorldConfig(
         canvas=args.canvas,
         object_size=tuple(args.object_size),
         n_objects=tuple(args.objects),
         clip_frames=args.clip_frames,
         glitch_frames=tuple(args.glitch_frames),
     )
+
+
+def _synth(args) -> int:
+    from data_pipelines.synthetic.generate import generate_world  # noqa: PLC0415
+
     m = generate_world(
         args.out,
         n=args.n,
         seed=args.seed,
         kinds=args.kinds,
-        cfg=cfg,
+        cfg=world_config(args),
         workers=args.workers,
         progress=True,
-        see=args.see,
     )
     total = sum(m["splits"].values())
     print(f"{total} items in {m['seconds']}s ({m['items_per_minute']} items/min) -> {args.out}")
-    _print_table("items per split (needs a tool):", {s: f"{n} ({m['needs_tool'][s]})" for s, n in m["splits"].items()})
-    if m["see"]:
-        _print_table("learning-to-see examples:", {s: v["n"] for s, v in m["see"].items()})
-    if args.lookup:
-        from data_pipelines.synthetic.lookup import generate_lookup  # noqa: PLC0415
-
-        lm = generate_lookup(Path(args.out) / "see" / "lookup", args.lookup, seed=args.seed)
-        _print_table("lookup warm-up rows (text only):", lm["splits"])
-    if args.compare:
-        from data_pipelines.synthetic.compare import generate_compare  # noqa: PLC0415
-
-        cm = generate_compare(Path(args.out) / "see" / "compare", args.compare, seed=args.seed)
-        _print_table("comparison rows (text only):", cm["splits"])
-    if args.crops:
-        from data_pipelines.synthetic.crops import generate_crops  # noqa: PLC0415
-
-        out = Path(args.out)
-        km = generate_crops(
-            out / "see" / "crops", args.crops, args.seed, cfg, out / "val.jsonl", workers=args.workers, progress=True
-        )
-        _print_table(
-            "one-crop rows (share that match):", {s: f"{n} ({km['match_share'][s]})" for s, n in km["splits"].items()}
-        )
+    print_table("items per split (needs a tool):", {s: f"{n} ({m['needs_tool'][s]})" for s, n in m["splits"].items()})
     return 0
 
 
@@ -388,11 +352,7 @@ def _stats(args) -> int:
     print(f"{args.path}: {len(records)} records")
     for k in ("by_task", "by_category", "by_label", "needs_tool"):
         if out[k]:
-            _print_table(k.replace("_", " ") + ":", out[k])
+            print_table(k.replace("_", " ") + ":", out[k])
     m = out["media"]
     print(f"media: {m['with_media']} with media on disk, {m['without_media']} without")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(0)

@@ -9,8 +9,9 @@
     mmreward judge --model DIR --question Q --answer A1 --answer A2 --image X   judge two answers
     mmreward serve --model DIR [--port 8000] [--max-batch 16] [--token-file F]   the judge API (OpenAI-compatible)
     mmreward data convert|synth|distill|reject|stats|sources ...         records, the synthetic world, teachers
-    mmreward train see|sft|rft|grpo --config RECIPE.yaml [overrides]     training stages (train/recipes/)
+    mmreward train sft|rft|grpo --config RECIPE.yaml [overrides]         training stages (train/recipes/)
     mmreward pipeline --recipe tiny-cpu --out runs/quickstart [--fast]    every stage end to end, with a report
+    mmreward tiny vision|see|curriculum ...                              the embedded default's own steps
     mmreward eval run|score|compare|suites ...                           benchmarks, official scoring, reports
 
 Run ``mmreward COMMAND --help`` for each command's options.

@@ -2,7 +2,7 @@
 
 Runs a checkpoint trained on the oracle's ``look="each"`` trajectories (the tiny-cpu pipeline's SFT, RFT or GRPO
 judge) over a split's two-image items, tools on, each in a random presented order, and checks every step of what
-it wrote against the oracle's perception of the same pixels (:mod:`data_pipelines.synthetic.diagnose`):
+it wrote against the oracle's perception of the same pixels (:mod:`mmreward_tiny.curriculum.diagnose`):
 
     python scripts/diagnose_judge.py --model runs/quickstart/sft --world runs/quickstart/world [--split val]
 
@@ -16,7 +16,7 @@ its descriptions single out one view. When that is well above its ``accuracy``, 
 not perception.
 
 ``--teacher-forced`` adds ``teacher_forced``: the same items' oracle trajectories in the same orders, and the
-judge's choice at the first token of each match call with the oracle's correct text before it (``train/probe.py``).
+judge's choice at the first token of each match call with the oracle's correct text before it (``mmreward_tiny/probe.py``).
 That isolates the comparison step from errors earlier in the turn; ``first_view`` and ``second_view`` split it by
 the order the views were described in.
 """
@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument(
         "--teacher-forced",
         action="store_true",
-        help="also run train/probe.py: the judge's match calls with the oracle's own trajectories in context",
+        help="also run mmreward_tiny/probe.py: the judge's match calls with the oracle's own trajectories in context",
     )
     args = ap.parse_args()
 
@@ -57,11 +57,11 @@ def main() -> None:
 
     from data_pipelines.labels import check_verdict  # noqa: PLC0415
     from data_pipelines.records import read_records  # noqa: PLC0415
-    from data_pipelines.synthetic.diagnose import diagnose, summarize  # noqa: PLC0415
     from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
     from mmreward.generators import SamplingSettings, TransformersGenerator
     from mmreward.rollout import RolloutEngine
     from mmreward.settings import EngineSettings, load_engine_settings
+    from mmreward_tiny.curriculum.diagnose import diagnose, summarize  # noqa: PLC0415
 
     world = Path(args.world)
     records = [
@@ -84,7 +84,7 @@ def main() -> None:
     report["accuracy"] = round(sum(check_verdict(r, t).correct for r, t in zip(records, trajs)) / len(records), 4)
     if args.teacher_forced:
         from data_pipelines.synthetic.oracle import OracleTeacher  # noqa: PLC0415
-        from train.probe import oracle_calls, probe_calls  # noqa: PLC0415
+        from mmreward_tiny.probe import oracle_calls, probe_calls  # noqa: PLC0415
         from train.render import Renderer  # noqa: PLC0415
 
         oracle = RolloutEngine(OracleTeacher({r.id: r for r in records}, look="each"), settings=settings)

@@ -1,7 +1,7 @@
 """Can the tiny backbone tell which of two labelled images shows something? A probe, about 10 minutes on 2 cores.
 
 A judge compares candidates by what each one shows, so it must tie content to its label ("Image 2 shows a red
-picture"). This trains the tiny model of the tiny-cpu recipe from random weights with ``mmreward train see`` on
+picture"). This trains the tiny model of the tiny-cpu recipe from random weights with ``mmreward tiny see`` on
 two labelled solid-colour images per row (four visual tokens each) and reports, on held-out rows, exact-match
 accuracy for "Which image shows a red picture?" (``which_image``, chance 0.5) and "What is in image 2?"
 (``name_image``, chance 0.5 once it knows the two colours shown), in five runs:
@@ -9,7 +9,7 @@ accuracy for "Which image shows a red picture?" (``which_image``, chance 0.5) an
 * ``images``: the pictures, from random weights;
 * ``text``: the same rows with each picture replaced by its colour words (the lookup alone, no vision);
 * ``last``: always "What is in image 2?", the most recent picture (no lookup needed);
-* ``warmup``: text-only lookup rows (``data_pipelines.synthetic.lookup``, ``train/recipes/tiny-cpu/lookup.yaml``);
+* ``warmup``: text-only lookup rows (``mmreward_tiny.curriculum.lookup``, ``train/recipes/tiny-cpu/lookup.yaml``);
 * ``images_after_warmup``: the pictures again, starting from the warm-up checkpoint.
 
     python scripts/probe_binding.py [--out runs/probe_binding] [--warmup-steps 4000]
@@ -31,7 +31,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from data_pipelines.synthetic.lookup import generate_lookup, generate_solid_pairs  # noqa: E402
+from mmreward_tiny.curriculum.lookup import generate_lookup, generate_solid_pairs  # noqa: E402
 
 RECIPES = REPO / "train" / "recipes" / "tiny-cpu"
 
@@ -49,7 +49,7 @@ def train(out: Path, name: str, start: Path, data: Path, recipe: str, extra: lis
     run = out / "runs" / name
     mmreward(
         ["train", "see", "--config", RECIPES / recipe, "--model_name_or_path", start,
-         "--see_files", data / "train.jsonl", "--eval_see", data / "val.jsonl", "--eval_see_limit", 200,
+         "--chat_files", data / "train.jsonl", "--eval_see", data / "val.jsonl", "--eval_see_limit", 200,
          "--output_dir", run, "--report_to", "none", "--save_steps", 100000, *extra],
         out / f"{name}.log",
     )  # fmt: skip

@@ -9,6 +9,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export FORCE_QWENVL_VIDEO_READER="${FORCE_QWENVL_VIDEO_READER:-decord}"
-"$ROOT/.venv/bin/ruff" check mmreward data_pipelines train eval tests scripts
-"$ROOT/.venv/bin/ruff" format --check mmreward data_pipelines train eval tests scripts
+"$ROOT/.venv/bin/ruff" check mmreward data_pipelines train eval mmreward_tiny tests scripts
+"$ROOT/.venv/bin/ruff" format --check mmreward data_pipelines train eval mmreward_tiny tests scripts
 exec "$ROOT/.venv/bin/python" -m pytest -q --durations=10 "$@"

@@ -75,20 +75,16 @@ def test_synth_stats_and_oracle_distill(tmp_path, capsys):
                 "16",
                 "--seed",
                 "2",
-                "--see",
-                "10",
-                "--lookup",
-                "12",
-                "--compare",
-                "14",
-                "--crops",
-                "6",
             ]
         )
         == 0
     )
+    assert "items/min" in capsys.readouterr().out and not (world / "see").exists()  # judging items only
+    curriculum = ["tiny", "curriculum", "--out", str(world), "--seed", "2", "--see", "10", "--lookup", "12",
+                  "--compare", "14", "--crops", "6"]  # fmt: skip
+    assert main(curriculum) == 0
     out = capsys.readouterr().out
-    assert "items/min" in out and "lookup warm-up rows" in out
+    assert "learning-to-see examples" in out and "lookup warm-up rows" in out
     assert len((world / "see" / "lookup" / "train.jsonl").read_text().splitlines()) == 12
     assert "comparison rows" in out
     assert len((world / "see" / "compare" / "train.jsonl").read_text().splitlines()) == 14

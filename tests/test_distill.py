@@ -129,7 +129,7 @@ def test_metadata_only_records_are_skipped_and_counted(tmp_path):
 
 
 def test_oracle_distillation_on_the_world(tmp_path):
-    generate_world(tmp_path / "w", seed=5, splits={"train": 24}, see=0)
+    generate_world(tmp_path / "w", seed=5, splits={"train": 24})
     records = read_records(tmp_path / "w" / "train.jsonl")
     settings = DistillSettings(swap="both", engine=EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS))
     summary = distill(

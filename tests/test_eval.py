@@ -132,7 +132,7 @@ def world(tmp_path_factory):
     from data_pipelines.synthetic.generate import generate_world
 
     root = tmp_path_factory.mktemp("evalworld")
-    generate_world(root, seed=4, splits={"test": 24}, see=0)
+    generate_world(root, seed=4, splits={"test": 24})
     return root
 
 

@@ -31,7 +31,7 @@ GRPO_RECIPES = sorted((REPO / "train" / "recipes").glob("*/grpo.yaml"))
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("grpoworld") / "world"
-    generate_world(root, seed=3, splits={"train": 24, "val": 8}, see=0)
+    generate_world(root, seed=3, splits={"train": 24, "val": 8})
     return root
 
 

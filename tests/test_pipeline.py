@@ -35,7 +35,7 @@ def test_pipeline_fast_end_to_end(tmp_path):
         assert Path(m["inputs"]["model"]).name == before, warmup  # (a reused stage-0 cache keeps its first path)
         assert m["summary"]["perception"]["groups"]["compare_match_call"]["n"] > 0, warmup
     sft = json.loads((out / "sft" / "manifest.json").read_text())
-    assert Path(sft["inputs"]["model"]).name == "crops" and sft["summary"]["see_examples"] == 50  # the mix
+    assert Path(sft["inputs"]["model"]).name == "crops" and sft["summary"]["chat_examples"] == 50  # the mix
     for title in ("0b: comparing with the prompt", "0c: one crop at a time"):
         assert f"## Stage {title}" in (out / "report.md").read_text()
         assert f"| {title.replace(':', '')} |" in (out / "grpo" / "README.md").read_text()
@@ -69,7 +69,7 @@ def test_pipeline_fast_end_to_end(tmp_path):
 def test_stage0_cache_key_follows_the_code_that_writes_its_data(tmp_path, monkeypatch):
     """The stage-0 cache is keyed on settings *and* on the source that builds the model, writes the learning-to-see
     data and trains it: editing that code must not reuse a checkpoint trained on the old data."""
-    import train.pipeline as pl
+    import mmreward_tiny.pipeline as pl
 
     src = tmp_path / "repo"
     (src / "gen").mkdir(parents=True)
@@ -108,7 +108,7 @@ def test_report_shows_a_judge_that_answers_by_position(tmp_path):
     """The report's "first shown" column: the share of decided pairwise verdicts naming the first candidate shown.
     A judge that always says "Image 1" scores about chance on shuffled orders; this column is where it shows."""
     from data_pipelines.records import PreferenceRecord
-    from train.report import eval_groups, summary_table
+    from mmreward_tiny.report import eval_groups, summary_table
 
     recs, rows = {}, []
     for i in range(8):
@@ -135,7 +135,7 @@ def test_report_shows_a_judge_that_answers_by_position(tmp_path):
 def test_warmups_chain_and_mix_into_sft(tmp_path, monkeypatch):
     """With ``compare`` and ``crops`` sections, stage 0 runs vision, see, compare, crops, each from the one before;
     the world step writes both kinds of rows, and SFT starts from the last warm-up with the first N rows of each."""
-    import train.pipeline as pl
+    import mmreward_tiny.pipeline as pl
 
     p = pl.Pipeline("tiny-cpu", tmp_path / "run", fast=True)
     recipes = {s: p.stage_recipe(s) for s in ("vision", "see", "compare", "crops", "sft")}
@@ -157,9 +157,10 @@ def test_warmups_chain_and_mix_into_sft(tmp_path, monkeypatch):
 
     p.sh = sh
     p.step_world()
-    assert calls[0][calls[0].index("--compare") + 1] == "400" and calls[0][calls[0].index("--crops") + 1] == "7"
+    assert calls[0][:2] == ["data", "synth"] and calls[1][:2] == ["tiny", "curriculum"]
+    assert calls[1][calls[1].index("--compare") + 1] == "400" and calls[1][calls[1].index("--crops") + 1] == "7"
     p.step_see()
-    starts = {c[c.index("--output_dir") + 1]: c[c.index("--model_name_or_path") + 1] for c in calls[1:]}
+    starts = {c[c.index("--output_dir") + 1]: c[c.index("--model_name_or_path") + 1] for c in calls[2:]}
     assert starts == {
         str(p.p(b)): str(p.p(a))
         for a, b in (("model", "vision"), ("vision", "see"), ("see", "compare"), ("compare", "crops"))
@@ -169,7 +170,7 @@ def test_warmups_chain_and_mix_into_sft(tmp_path, monkeypatch):
     p.step_sft()
     sft = calls[-1]
     assert sft[sft.index("--model_name_or_path") + 1] == str(p.p("crops"))
-    i = sft.index("--see_files")
+    i = sft.index("--chat_files")
     assert sft[i + 1 : i + 3] == [str(p.world / "see" / w / "train.jsonl") for w in ("compare", "crops")]
-    j = sft.index("--see_limit")
+    j = sft.index("--chat_limit")
     assert sft[j + 1 : j + 3] == ["9", "4"]

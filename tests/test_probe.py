@@ -1,4 +1,4 @@
-"""The teacher-forced match-call probe (train/probe.py) finds every call in the rendered oracle trajectories and
+"""The teacher-forced match-call probe (mmreward_tiny/probe.py) finds every call in the rendered oracle trajectories and
 scores a judge's choice there: a judge that always predicts the true next token scores 1.0, one that always says
 "But" scores the share of no-match calls."""
 
@@ -13,14 +13,14 @@ from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL, generat
 from data_pipelines.synthetic.oracle import OracleTeacher
 from mmreward.rollout import RolloutEngine
 from mmreward.settings import EngineSettings
-from train.probe import call_positions, call_tokens, oracle_calls, probe_calls
+from mmreward_tiny.probe import call_positions, call_tokens, oracle_calls, probe_calls
 from train.render import Renderer
 
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     out = tmp_path_factory.mktemp("world")
-    generate_world(out, seed=5, splits={"val": 60}, see=0, kinds=["image"])
+    generate_world(out, seed=5, splits={"val": 60}, kinds=["image"])
     records = [r for r in read_records(out / "val.jsonl") if r.task == "pairwise"][:12]
     engine = RolloutEngine(
         OracleTeacher({r.id: r for r in records}, look="each"),

@@ -183,7 +183,7 @@ def test_adapter_chain_errors_name_the_fix(tmp_path):
 def _world(root: Path) -> Path:
     from data_pipelines.synthetic.generate import generate_world
 
-    generate_world(root, seed=5, splits={"train": 8, "val": 4}, see=0)
+    generate_world(root, seed=5, splits={"train": 8, "val": 4})
     return root
 
 

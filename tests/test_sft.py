@@ -30,7 +30,7 @@ RECIPES = sorted(
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("sftdata")
-    generate_world(root / "world", seed=7, splits={"train": 16, "val": 8}, see=0)
+    generate_world(root / "world", seed=7, splits={"train": 16, "val": 8})
     records = read_records(root / "world" / "train.jsonl")
     distill(
         records,
@@ -71,7 +71,7 @@ def test_every_recipe_parses(recipe):
     raw = yaml.safe_load(recipe.read_text())
     cpu = ["--bf16", "false", "--use_cpu", "true"] if raw.get("bf16") else []
     script, cfg, model_args = parse(["--config", str(recipe), *cpu])
-    assert (script.train_files or script.see_files) and cfg.output_dir and model_args.model_name_or_path
+    assert (script.train_files or script.chat_files) and cfg.output_dir and model_args.model_name_or_path
     if "tiny-cpu" in str(recipe):
         assert cfg.use_cpu and not cfg.bf16 and script.pack
     else:
@@ -342,13 +342,13 @@ def test_full_finetune_with_frozen_vision_tower(data, tiny_model_dir, tmp_path):
 
 def test_crop_rows_and_per_file_see_limits(tiny_model_dir, tmp_path):
     """One-crop rows render as the judge's turn does (the prompt, then the crop, then the question; loss on the
-    answer only), and SFT's ``see_limit`` takes one N for every see file or one per file."""
+    answer only), and SFT's ``chat_limit`` takes one N for every see file or one per file."""
     from PIL import Image
 
-    from data_pipelines.synthetic.compare import generate_compare
-    from data_pipelines.synthetic.crops import generate_crops
     from mmreward.modeling import load_model
-    from train.render import IGNORE, Renderer, SeeDataset
+    from mmreward_tiny.curriculum.compare import generate_compare
+    from mmreward_tiny.curriculum.crops import generate_crops
+    from train.render import IGNORE, ChatRowsDataset, Renderer
     from train.sft import SFTScriptArguments, build_datasets
 
     generate_crops(tmp_path / "crops", 3, seed=0)
@@ -356,7 +356,7 @@ def test_crop_rows_and_per_file_see_limits(tiny_model_dir, tmp_path):
     _, processor = load_model(tiny_model_dir)
     crops = tmp_path / "crops" / "train.jsonl"
     row = json.loads(crops.read_text().splitlines()[0])
-    ex = SeeDataset(crops, Renderer(processor))[0]
+    ex = ChatRowsDataset(crops, Renderer(processor))[0]
     w, h = Image.open(tmp_path / "crops" / row["images"][0]).size  # the pixels as the crop tool returns them
     assert ex.image_grid_thw.tolist() == [[1, h // 14, w // 14]] and max(w, h) >= 224
     text = processor.tokenizer.decode(ex.input_ids.tolist())
@@ -369,10 +369,10 @@ def test_crop_rows_and_per_file_see_limits(tiny_model_dir, tmp_path):
     files = [str(tmp_path / "compare" / "train.jsonl"), str(crops)]
     n_crops = len(crops.read_text().splitlines())
     for limit, want in (([], 5 + n_crops), ([2], 4), ([4, 1], 5)):
-        _, _, info = build_datasets(SFTScriptArguments(see_files=files, see_limit=limit), processor, 4096)
-        assert info["see_examples"] == want, (limit, info)
-    with pytest.raises(ValueError, match="see_limit has 3 values for 2 see_files"):
-        build_datasets(SFTScriptArguments(see_files=files, see_limit=[1, 2, 3]), processor, 4096)
+        _, _, info = build_datasets(SFTScriptArguments(chat_files=files, chat_limit=limit), processor, 4096)
+        assert info["chat_examples"] == want, (limit, info)
+    with pytest.raises(ValueError, match="chat_limit has 3 values for 2 chat_files"):
+        build_datasets(SFTScriptArguments(chat_files=files, chat_limit=[1, 2, 3]), processor, 4096)
 
 
 def test_example_cache_bounds_memory_and_renders_the_same(tiny_model_dir, tmp_path):
@@ -380,18 +380,18 @@ def test_example_cache_bounds_memory_and_renders_the_same(tiny_model_dir, tmp_pa
     re-rendered example is identical to a cached one (so the budget changes memory, never the data)."""
     import torch
 
-    from data_pipelines.synthetic.crops import generate_crops
     from mmreward.modeling import load_model
-    from train.render import ExampleCache, Renderer, SeeDataset
+    from mmreward_tiny.curriculum.crops import generate_crops
+    from train.render import ChatRowsDataset, ExampleCache, Renderer
     from train.sft import SFTScriptArguments, build_datasets
 
     generate_crops(tmp_path / "crops", 3, seed=0)
     crops = tmp_path / "crops" / "train.jsonl"
     _, processor = load_model(tiny_model_dir)
-    full = SeeDataset(crops, Renderer(processor), cache=ExampleCache(None))
+    full = ChatRowsDataset(crops, Renderer(processor), cache=ExampleCache(None))
     full[0]
     one = full.cache.bytes  # row 0's bytes
-    bounded = SeeDataset(crops, Renderer(processor), cache=ExampleCache(one))  # room for exactly one row
+    bounded = ChatRowsDataset(crops, Renderer(processor), cache=ExampleCache(one))  # room for exactly one row
     n = len(full)
     assert n >= 3
     for _ in range(2):
@@ -402,19 +402,19 @@ def test_example_cache_bounds_memory_and_renders_the_same(tiny_model_dir, tmp_pa
     assert len(bounded.cache) == 1 and bounded.cache.bytes == one and bounded.cache.uncached == 2 * (n - 1)
     assert len(full.cache) == n and full.cache.uncached == 0
 
-    _, _, info = build_datasets(SFTScriptArguments(see_files=[str(crops)], cache_gb=0), processor, 4096)
-    assert info["see_examples"] == n and info["cached_examples"] == 0 and info["tokens"] > 0
+    _, _, info = build_datasets(SFTScriptArguments(chat_files=[str(crops)], cache_gb=0), processor, 4096)
+    assert info["chat_examples"] == n and info["cached_examples"] == 0 and info["tokens"] > 0
 
 
 def test_lookup_rows_render_without_images(tiny_model_dir, tmp_path):
     """Stage 0's text-only warm-up rows go through the same dataset: no image tokens, loss on the answer only."""
-    from data_pipelines.synthetic.lookup import generate_lookup
     from mmreward.modeling import load_model
-    from train.render import IGNORE, Renderer, SeeDataset
+    from mmreward_tiny.curriculum.lookup import generate_lookup
+    from train.render import IGNORE, ChatRowsDataset, Renderer
 
     generate_lookup(tmp_path / "lk", 4, seed=0, n_val=2)
     _, processor = load_model(tiny_model_dir)
-    ds = SeeDataset(tmp_path / "lk" / "train.jsonl", Renderer(processor))
+    ds = ChatRowsDataset(tmp_path / "lk" / "train.jsonl", Renderer(processor))
     row = json.loads((tmp_path / "lk" / "train.jsonl").read_text().splitlines()[0])
     ex = ds[0]
     assert ex.pixel_values is None and ex.image_grid_thw is None
@@ -428,14 +428,14 @@ def test_lookup_rows_render_without_images(tiny_model_dir, tmp_path):
 
 def test_stage_zero_learning_to_see(tiny_model_dir, tmp_path):
     """Stage 0 trains on the learning-to-see rows: one-turn chats, loss on the answer only."""
-    from data_pipelines.synthetic.see import generate_see, read_see
     from mmreward.cli import main
     from mmreward.modeling import load_model
-    from train.render import IGNORE, Renderer, SeeDataset
+    from mmreward_tiny.curriculum.questions import generate_see, read_see
+    from train.render import IGNORE, ChatRowsDataset, Renderer
 
     generate_see(tmp_path / "see", n=12, seed=1)
     _, processor = load_model(tiny_model_dir)
-    ds = SeeDataset(tmp_path / "see" / "train.jsonl", Renderer(processor))
+    ds = ChatRowsDataset(tmp_path / "see" / "train.jsonl", Renderer(processor))
     row, ex = read_see(tmp_path / "see" / "train.jsonl")[0], ds[0]
     trained = processor.tokenizer.decode(
         [t for t, lab in zip(ex.input_ids.tolist(), ex.labels.tolist()) if lab != IGNORE]
@@ -445,13 +445,13 @@ def test_stage_zero_learning_to_see(tiny_model_dir, tmp_path):
     assert (
         main(
             [
-                "train",
+                "tiny",
                 "see",
                 "--config",
                 str(REPO / "train/recipes/tiny-cpu/see.yaml"),
                 "--model_name_or_path",
                 str(tiny_model_dir),
-                "--see_files",
+                "--chat_files",
                 str(tmp_path / "see" / "train.jsonl"),
                 "--eval_see",
                 str(tmp_path / "see" / "val.jsonl"),
@@ -468,7 +468,7 @@ def test_stage_zero_learning_to_see(tiny_model_dir, tmp_path):
         == 0
     )
     summary = json.loads((out / "manifest.json").read_text())["summary"]
-    assert summary["see_examples"] == 12 and summary["train_trajectories"] == 0 and summary["stage"] == "see"
+    assert summary["chat_examples"] == 12 and summary["train_trajectories"] == 0 and summary["stage"] == "see"
     perception = summary["perception"]  # held-out exact-match accuracy, by view and level
     assert perception["items"] == 6 and 0.0 <= perception["accuracy"] <= 1.0 and "all" in perception["groups"]
 
@@ -478,7 +478,7 @@ def test_perception_diagnostics_locate_and_contrast(tiny_model):
     whether image features still differ between an object and the background."""
     from PIL import Image, ImageDraw
 
-    from train.see import locate_metrics, match_calls_right, question_kind, visual_contrast
+    from mmreward_tiny.see import locate_metrics, match_calls_right, question_kind, visual_contrast
 
     assert question_kind("Where is the red circle?") == "where"
     assert question_kind("Locate the objects.") == "locate"

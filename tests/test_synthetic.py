@@ -21,12 +21,12 @@ from data_pipelines.synthetic.generate import (
 )
 from data_pipelines.synthetic.oracle import OracleTeacher, shapes_readable
 from data_pipelines.synthetic.perception import perceive
-from data_pipelines.synthetic.see import read_see
 from data_pipelines.synthetic.world import HELD_OUT, NUMBER_WORDS, PLURAL, Description, Scene, layout, render
 from mmreward.media import open_video, sample_frame_indices
 from mmreward.protocol import parse_turn
 from mmreward.rollout import RolloutEngine
 from mmreward.settings import EngineSettings
+from mmreward_tiny.curriculum.questions import generate_see, read_see
 
 SPLITS = {"train": 60, "val": 8, "test": 150, "compositional": 40}
 
@@ -34,7 +34,8 @@ SPLITS = {"train": 60, "val": 8, "test": 150, "compositional": 40}
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("world")
-    manifest = generate_world(out, seed=3, splits=SPLITS, see=60)
+    manifest = generate_world(out, seed=3, splits=SPLITS)
+    generate_see(out / "see", n=60, seed=3)  # the tiny model's curriculum, beside the world as the pipeline puts it
     return out, manifest
 
 
@@ -68,15 +69,15 @@ def test_manifest_counts_and_media(world):
 
 
 def test_deterministic(tmp_path):
-    a = generate_world(tmp_path / "a", seed=11, splits={"train": 12}, see=5)
-    b = generate_world(tmp_path / "b", seed=11, splits={"train": 12}, see=5)
+    a = generate_world(tmp_path / "a", seed=11, splits={"train": 12})
+    b = generate_world(tmp_path / "b", seed=11, splits={"train": 12})
     assert a["by_category"] == b["by_category"]
     assert (tmp_path / "a" / "train.jsonl").read_text() == (tmp_path / "b" / "train.jsonl").read_text()
     for png in sorted((tmp_path / "a" / "media" / "train").glob("*.png")):
         assert png.read_bytes() == (tmp_path / "b" / "media" / "train" / png.name).read_bytes()
-    c = generate_world(tmp_path / "c", seed=12, splits={"train": 12}, see=0)
+    generate_world(tmp_path / "c", seed=12, splits={"train": 12})
     assert (tmp_path / "c" / "train.jsonl").read_text() != (tmp_path / "a" / "train.jsonl").read_text()
-    assert c["see"] == {}
+    assert not (tmp_path / "c" / "see").exists()  # judging items only: the curriculum is the tiny package's
 
 
 def _combos(record):
@@ -232,7 +233,7 @@ def test_diagnosis_of_each_step(world, oracle_runs, each_runs):
     sees a judge that misreads the pictures as a perception failure, not a verdict failure."""
     import copy  # noqa: PLC0415
 
-    from data_pipelines.synthetic.diagnose import diagnose, parse_seen, summarize  # noqa: PLC0415
+    from mmreward_tiny.curriculum.diagnose import diagnose, parse_seen, summarize  # noqa: PLC0415
 
     assert parse_seen("a green square and two red circles") == Counter({("green", "square"): 1, ("red", "circle"): 2})
     assert parse_seen("nothing I can make out") == Counter() and parse_seen("a blur") is None
@@ -291,8 +292,8 @@ def test_diagnosis_of_each_step(world, oracle_runs, each_runs):
 def test_check_lists_marks_each_object_both_ways():
     """A finding's checks: the prompt's objects looked up in what is seen, then what is seen looked up in the
     prompt's objects; a mark says "yes" only for the same colour, shape and count."""
-    from data_pipelines.synthetic.diagnose import marks_right  # noqa: PLC0415
     from data_pipelines.synthetic.oracle import check_lists  # noqa: PLC0415
+    from mmreward_tiny.curriculum.diagnose import marks_right  # noqa: PLC0415
 
     want = Counter({("green", "square"): 1, ("red", "circle"): 2})
     seen = Counter({("red", "circle"): 3, ("green", "square"): 1, ("blue", "cross"): 1})
@@ -309,8 +310,8 @@ def test_check_lists_marks_each_object_both_ways():
 def test_one_crop_rows_are_the_judges_views(world, oracle_runs, each_runs, tmp_path):
     """A one-crop row shows the pixels the ``each`` oracle got back from its crop of that candidate, and answers
     with the sentence the oracle wrote about it (what it sees, and the match call or the same problems)."""
-    from data_pipelines.synthetic.crops import generate_crops, record_rows  # noqa: PLC0415
-    from data_pipelines.synthetic.diagnose import FINDING, _view  # noqa: PLC0415
+    from mmreward_tiny.curriculum.crops import generate_crops, record_rows  # noqa: PLC0415
+    from mmreward_tiny.curriculum.diagnose import FINDING, _view  # noqa: PLC0415
 
     out, _ = world
     records, _ = oracle_runs
@@ -397,9 +398,9 @@ def test_learning_to_see_data(world):
             assert r["labels"] == ["Image 1:", "Image 2:"] and len(r["images"]) == 2
             assert re.match(r"^(What is in image [12]\?|Which image shows an? \w+ \w+\?)$", r["question"])
     pair = next(r for r in rows if r["view"] == "pair")
-    from train.render import see_content  # noqa: PLC0415
+    from train.render import chat_row_content  # noqa: PLC0415
 
-    content = see_content(pair, ["im1", "im2"])  # each image after its label, as the judging prompt shows them
+    content = chat_row_content(pair, ["im1", "im2"])  # each image after its label, as the judging prompt shows them
     assert [c.get("text", c.get("image")) for c in content] == [
         "Image 1:\n",
         "im1",
@@ -419,7 +420,7 @@ def test_lookup_warmup_rows(tmp_path):
     """The text-only lookup rows of stage 0's warm-up: each answer is what the context says under the asked label
     (or the label of the asked item), items under one row are distinct, generation is seeded, and the rows render
     as one-turn chats with no images, trained on the answer only."""
-    from data_pipelines.synthetic.lookup import generate_lookup  # noqa: PLC0415
+    from mmreward_tiny.curriculum.lookup import generate_lookup  # noqa: PLC0415
 
     m = generate_lookup(tmp_path / "lk", 300, seed=3, n_val=20)
     assert m["splits"] == {"train": 300, "val": 20}
@@ -453,9 +454,9 @@ def test_comparison_warmup_rows(tmp_path):
     (``FINDING``, ``parse_seen``) and the prompt's counts read back from its words: a match exactly when the two
     agree, and every missing, miscounted and unexpected object named. Generation is seeded; one- and two-crop rows,
     matches and each kind of mismatch are all common."""
-    from data_pipelines.synthetic.compare import QUESTION, generate_compare  # noqa: PLC0415
-    from data_pipelines.synthetic.diagnose import FINDING, marks_right, parse_seen  # noqa: PLC0415
     from data_pipelines.synthetic.oracle import MATCH_PHRASES  # noqa: PLC0415
+    from mmreward_tiny.curriculum.compare import QUESTION, generate_compare  # noqa: PLC0415
+    from mmreward_tiny.curriculum.diagnose import FINDING, marks_right, parse_seen  # noqa: PLC0415
 
     m = generate_compare(tmp_path / "cmp", 600, seed=1, n_val=20)
     assert m["splits"] == {"train": 600, "val": 20} and 0.3 < m["match_share"]["train"] < 0.6

@@ -1,4 +1,4 @@
-"""Vision pretraining: per-cell labels follow the drawn scene, and `mmreward train vision` teaches a real tiny
+"""Vision pretraining: per-cell labels follow the drawn scene, and `mmreward tiny vision` teaches a real tiny
 Qwen-VL vision tower to read them, saving a full checkpoint whose language model is untouched."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import random
 import pytest
 import torch
 
-from data_pipelines.synthetic.vision import COLOURS, cell_labels, random_scene
 from data_pipelines.synthetic.world import SHAPES, Obj, Scene
+from mmreward_tiny.curriculum.vision import COLOURS, cell_labels, random_scene
 
 
 def test_cells_hold_the_object_that_covers_them():
@@ -51,7 +51,7 @@ def test_labels_need_whole_cells():
 
 @pytest.fixture(scope="module")
 def pretrained(tiny_model_dir, tmp_path_factory):
-    from train.vision import main
+    from mmreward_tiny.vision import main
 
     out = tmp_path_factory.mktemp("vision") / "vision"
     # The defaults' object sizes and a high rate: colour is the first thing the tower learns (about 100 steps).
@@ -85,7 +85,7 @@ def test_vision_pretraining_teaches_colour_and_keeps_the_language_model(pretrain
 
 
 def test_position_targets_need_absolute_positions(tiny_model_dir, tmp_path):
-    from train.vision import main
+    from mmreward_tiny.vision import main
 
     argv = ["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "v"), "--max_steps", "1",
             "--position_targets", "on"]  # fmt: skip
@@ -96,7 +96,7 @@ def test_position_targets_need_absolute_positions(tiny_model_dir, tmp_path):
 
 def test_qwen3_vl_tower_gets_row_and_column_targets(tmp_path):
     from mmreward.tiny import init_tiny
-    from train.vision import main
+    from mmreward_tiny.vision import main
 
     src = init_tiny(tmp_path / "q3", "qwen3_vl")
     argv = ["--model_name_or_path", str(src), "--output_dir", str(tmp_path / "v"), "--max_steps", "2",
@@ -108,7 +108,7 @@ def test_qwen3_vl_tower_gets_row_and_column_targets(tmp_path):
 
 
 def test_report_section_shows_before_after_and_chance(pretrained):
-    from train.report import vision_lines
+    from mmreward_tiny.report import vision_lines
 
     _, out = pretrained
     summary = json.loads((out / "manifest.json").read_text())["summary"]
@@ -122,7 +122,7 @@ def test_report_section_shows_before_after_and_chance(pretrained):
 def test_the_recipe_parses():
     from pathlib import Path
 
-    from train.vision import parse
+    from mmreward_tiny.vision import parse
 
     recipe = Path(__file__).resolve().parents[1] / "train" / "recipes" / "tiny-cpu" / "vision.yaml"
     args = parse(["--config", str(recipe)])

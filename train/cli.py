@@ -5,11 +5,6 @@ from __future__ import annotations
 import argparse
 
 STAGES = {
-    "vision": (
-        "vision pretraining (embedded default): dense per-token labels for the tiny vision tower",
-        "train.vision",
-    ),
-    "see": ("stage 0 (embedded default): learning to see on captions and questions", "train.see"),
     "sft": ("stage 1: cold-start SFT on distilled trajectories", "train.sft"),
     "rft": ("stage 2: SFT on rejection-sampled trajectories", "train.rft"),
     "grpo": ("stage 3: GRPO with multi-turn tool rollouts", "train.grpo"),
@@ -19,7 +14,7 @@ STAGES = {
 def register(sub) -> dict:
     p = sub.add_parser(
         "train",
-        help="training stages: vision, see, sft, rft, grpo (YAML recipes in train/recipes/)",
+        help="training stages: sft, rft, grpo (YAML recipes in train/recipes/)",
         description="Run a training stage from a YAML recipe (train/recipes/<model>/<stage>.yaml); any recipe field can "
         "be overridden on the command line, e.g. `mmreward train sft --config R.yaml --learning_rate 5e-4`. "
         "For several processes use `accelerate launch --config_file train/accelerate/<cfg>.yaml -m train.<stage> "
@@ -32,7 +27,7 @@ def register(sub) -> dict:
             name,
             help=doc,
             description=f"{doc}. Options are "
-            + {"grpo": "TRL's GRPOConfig and ModelConfig fields plus mmreward's", "vision": "mmreward's"}.get(
+            + {"grpo": "TRL's GRPOConfig and ModelConfig fields plus mmreward's"}.get(
                 name, "TRL's SFTConfig and ModelConfig fields plus mmreward's"
             )
             + "; see "
@@ -40,9 +35,7 @@ def register(sub) -> dict:
             + ".py.",
             add_help=False,
         )
-    from train.pipeline import register as register_pipeline  # noqa: PLC0415
-
-    return {"train": run, **register_pipeline(sub)}
+    return {"train": run}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -282,9 +282,9 @@ class TrajectoryDataset(torch.utils.data.Dataset):
         return self.cache.get((self._tag, t), lambda: self.renderer.segments(self.trajectories[t]))[k]
 
 
-def see_content(row: dict, images: list) -> list[dict]:
-    """The user turn of a learning-to-see row: its images, each after its label where the row has ``labels``
-    (as the judging prompt shows "Image 1:", "Image 2:"), then the question."""
+def chat_row_content(row: dict, images: list) -> list[dict]:
+    """The user turn of a chat row: its images, each after its label where the row has ``labels`` (as the judging
+    prompt shows "Image 1:", "Image 2:"), then the question."""
     labels = row.get("labels") or [None] * len(images)
     content: list[dict] = []
     for label, im in zip(labels, images, strict=True):
@@ -296,9 +296,11 @@ def see_content(row: dict, images: list) -> list[dict]:
     return content + [{"type": "text", "text": row["question"]}]
 
 
-class SeeDataset(torch.utils.data.Dataset):
-    """ "Learning to see" rows (``data_pipelines.synthetic.see``) as one-turn chats: images and a question from the
-    user, the answer from the assistant (the only trained tokens)."""
+class ChatRowsDataset(torch.utils.data.Dataset):
+    """Chat rows as one-turn chats: images and a question from the user, the answer from the assistant (the only
+    trained tokens). A row: ``{"id", "images": [paths relative to the file's folder], "question", "answer"}``, and
+    optionally ``"labels"``, the text shown before each image. Captions, VQA or grounding data in this form can be
+    mixed into SFT beside the trajectories."""
 
     def __init__(
         self,
@@ -326,7 +328,7 @@ class SeeDataset(torch.utils.data.Dataset):
     def _render(self, row: dict) -> Example:
         images = [self._load(p) for p in row["images"]]
         messages = [
-            {"role": "user", "content": see_content(row, images)},
+            {"role": "user", "content": chat_row_content(row, images)},
             {"role": "assistant", "content": [{"type": "text", "text": row["answer"]}]},
         ]
         return self.renderer.render_messages(messages, images, None, row["id"])

@@ -29,8 +29,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
@@ -38,9 +40,9 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 from train.collate import PackedCollator, PaddedCollator, attention_width, rope_function
 from train.render import (
     KIND_NAMES,
+    ChatRowsDataset,
     ExampleCache,
     Renderer,
-    SeeDataset,
     TrajectoryDataset,
     read_trajectory_files,
 )
@@ -55,17 +57,18 @@ class SFTScriptArguments:
 
     train_files: list[str] = field(default_factory=list, metadata={"help": "trajectory JSONL files to train on"})
     eval_files: list[str] = field(default_factory=list, metadata={"help": "trajectory JSONL files for eval loss"})
-    see_files: list[str] = field(
+    chat_files: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "learning-to-see JSONL files (captions and questions about images, crops, frames) to train on"
+            "help": "one-turn chat JSONL files to train on beside the trajectories: rows {id, images, question, "
+            "answer[, labels]} (captions, VQA, grounding; see train.render.ChatRowsDataset)"
         },
     )
-    see_limit: list[int] = field(
+    chat_limit: list[int] = field(
         default_factory=list,
         metadata={
-            "help": "use only the first N rows of each see file (e.g. a share of warm-up rows mixed into SFT): one N "
-            "for every file, or one per file in see_files' order"
+            "help": "use only the first N rows of each chat file (e.g. a share of warm-up rows mixed into SFT): one N "
+            "for every file, or one per file in chat_files' order"
         },
     )
     pack: bool = field(default=False, metadata={"help": "padding-free packing with exact mRoPE positions"})
@@ -86,15 +89,13 @@ class SFTScriptArguments:
     world_settings: bool = field(
         default=False, metadata={"help": "judge eval_records with the synthetic world's visual/tool settings"}
     )
-    eval_see: str | None = field(
-        default=None, metadata={"help": "held-out learning-to-see JSONL: perception accuracy at the end (stage 0)"}
-    )
-    eval_see_limit: int | None = 300
     stage: str = "sft"
 
 
-def parse(argv: list[str] | None = None, stage: str = "sft") -> tuple[SFTScriptArguments, SFTConfig, ModelConfig]:
-    parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig), prog=f"mmreward train {stage}")
+def parse(argv: list[str] | None = None, stage: str = "sft", extra: tuple[type, ...] = ()) -> tuple:
+    """(script, *extra, SFTConfig, ModelConfig): ``extra`` are a caller's own argument dataclasses (a recipe may set
+    their fields too)."""
+    parser = TrlParser((SFTScriptArguments, *extra, SFTConfig, ModelConfig), prog=f"mmreward train {stage}")
     return parser.parse_args_and_config(argv)
 
 
@@ -304,17 +305,17 @@ def build_datasets(
     (SFTConfig's) are skipped and counted."""
     renderer = Renderer(processor, max_length=max_length)
     cache = ExampleCache(int(script.cache_gb * (1 << 30)))
-    if not script.train_files and not script.see_files:
+    if not script.train_files and not script.chat_files:
         raise ValueError(
-            "train_files and see_files are empty; point train_files at trajectory JSONL (a distill run's "
-            "kept.jsonl) or see_files at learning-to-see data"
+            "train_files and chat_files are empty; point train_files at trajectory JSONL (a distill run's "
+            "kept.jsonl) or chat_files at one-turn chat rows"
         )
-    if len(script.see_limit) > 1 and len(script.see_limit) != len(script.see_files):
+    if len(script.chat_limit) > 1 and len(script.chat_limit) != len(script.chat_files):
         raise ValueError(
-            f"see_limit has {len(script.see_limit)} values for {len(script.see_files)} see_files; give one N for "
+            f"chat_limit has {len(script.chat_limit)} values for {len(script.chat_files)} chat_files; give one N for "
             "every file, or one per file"
         )
-    missing = [f for f in script.train_files + script.eval_files + script.see_files if not Path(f).is_file()]
+    missing = [f for f in script.train_files + script.eval_files + script.chat_files if not Path(f).is_file()]
     if missing:
         raise FileNotFoundError(f"training file(s) not found: {missing}")
 
@@ -333,9 +334,9 @@ def build_datasets(
         parts.append(traj_ds)
     n_traj = len(parts[0].trajectories) if parts else 0
     n_segments = len(parts[0]) if parts else 0
-    limits = script.see_limit * len(script.see_files) if len(script.see_limit) == 1 else script.see_limit
-    for f, limit in zip(script.see_files, limits or [None] * len(script.see_files), strict=True):
-        parts.append(SeeDataset(f, renderer, limit=limit, cache=cache))
+    limits = script.chat_limit * len(script.chat_files) if len(script.chat_limit) == 1 else script.chat_limit
+    for f, limit in zip(script.chat_files, limits or [None] * len(script.chat_files), strict=True):
+        parts.append(ChatRowsDataset(f, renderer, limit=limit, cache=cache))
     parts = [p for p in parts if len(p)]
     if not parts:
         raise ValueError("nothing to train on: every input file was empty")
@@ -343,7 +344,7 @@ def build_datasets(
     stats = {
         "train_trajectories": n_traj,
         "train_segments": n_segments,
-        "see_examples": len(train) - n_segments,
+        "chat_examples": len(train) - n_segments,
         "skipped": skipped,
     }
     sizes = [(len(e), e.trained_tokens) for e in map(train.__getitem__, range(len(train)))]  # renders each once
@@ -464,7 +465,17 @@ def git_version() -> str:
 # Entry point
 
 
-def run(script: SFTScriptArguments, cfg: SFTConfig, model_args: ModelConfig) -> dict:
+Evaluation = Callable[[Any, Any], dict]  # (model, processor) -> results, run on the trained model before it is freed
+
+
+def run(
+    script: SFTScriptArguments,
+    cfg: SFTConfig,
+    model_args: ModelConfig,
+    evaluations: dict[str, Evaluation] | None = None,
+) -> dict:
+    """Train, save, evaluate on ``eval_records`` and write the manifest. ``evaluations`` are a caller's own, each
+    result stored under its name in the summary."""
     started = time.perf_counter()
     cfg.remove_unused_columns = False
     cfg.dataset_kwargs = {"skip_prepare_dataset": True}
@@ -505,10 +516,8 @@ def run(script: SFTScriptArguments, cfg: SFTConfig, model_args: ModelConfig) -> 
             summary["eval"] = evaluate_saved(cfg.output_dir, script)
         elif script.eval_records:
             summary["eval"] = evaluate_checkpoint(trainer.model, processor, script, cfg.output_dir)
-        if script.eval_see:
-            from train.see import evaluate_see  # noqa: PLC0415
-
-            summary["perception"] = evaluate_see(trainer.model, processor, script.eval_see, script.eval_see_limit)
+        for name, evaluate in (evaluations or {}).items():
+            summary[name] = evaluate(trainer.model, processor)
         manifest = {
             "stage": script.stage,
             "inputs": {
@@ -582,9 +591,13 @@ def main(argv: list[str] | None = None, stage: str | None = None) -> int:
     script, cfg, model_args = parse(argv, stage or "sft")
     if stage:
         script.stage = stage
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     run(script, cfg, model_args)
     return 0
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import os
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +204,7 @@ def quality_needs_tool(clean: Scene, damaged: Scene, info: dict[str, Any], cfg: 
 # Items
 
 
-class _Item:
+class WorldItem:
     """Helpers shared by the item builders: the rng, the media folder and file naming."""
 
     def __init__(self, cfg: WorldConfig, split: str, index: int, seed: int, media_dir: Path, rel: str) -> None:
@@ -245,7 +245,7 @@ def _sizes(cfg: WorldConfig) -> tuple[float, float]:
     return cfg.object_size
 
 
-def _defective(it: _Item, desc: Description, faithful: Scene, kinds: tuple[str, ...]):
+def _defective(it: WorldItem, desc: Description, faithful: Scene, kinds: tuple[str, ...]):
     cfg = it.cfg
     options = [k for k in kinds if k != "relation" or desc.relation is not None]
     kind = it.rng.choice(options)
@@ -269,7 +269,7 @@ def _family(kind: str) -> str:
     return "quality" if kind in QUALITY_DEFECTS else "alignment"
 
 
-def make_image_pair(it: _Item) -> PreferenceRecord:
+def make_image_pair(it: WorldItem) -> PreferenceRecord:
     cfg, rng = it.cfg, it.rng
     desc = it.description()
     faithful = layout(desc, cfg.canvas, _sizes(cfg), rng, cfg.spread)
@@ -292,7 +292,7 @@ def make_image_pair(it: _Item) -> PreferenceRecord:
     )
 
 
-def make_multi(it: _Item) -> PreferenceRecord:
+def make_multi(it: WorldItem) -> PreferenceRecord:
     """Image pairs judged for alignment and quality; each candidate may carry either kind of defect."""
     cfg, rng = it.cfg, it.rng
     desc = it.description()
@@ -346,7 +346,7 @@ def pointwise_score(n_alignment: int, n_quality: int) -> int:
     return max(1, 10 - 4 * n_alignment - 3 * n_quality)
 
 
-def make_pointwise(it: _Item) -> PreferenceRecord:
+def make_pointwise(it: WorldItem) -> PreferenceRecord:
     cfg, rng = it.cfg, it.rng
     desc = it.description()
     scene = original = layout(desc, cfg.canvas, _sizes(cfg), rng, cfg.spread)
@@ -386,7 +386,7 @@ def make_pointwise(it: _Item) -> PreferenceRecord:
 QUESTION_KINDS = ("shape_of_colour", "colour_of_shape", "count")
 
 
-def make_answer(it: _Item) -> PreferenceRecord:
+def make_answer(it: WorldItem) -> PreferenceRecord:
     cfg, rng = it.cfg, it.rng
     desc = it.description()
     scene = layout(desc, cfg.canvas, _sizes(cfg), rng, cfg.spread)
@@ -458,7 +458,7 @@ DIRECTIONS = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
 GLITCHES = ("flicker", "disappear", "jump", "shape_change")
 
 
-def _movers(it: _Item) -> list[dict[str, Any]]:
+def make_movers(it: WorldItem) -> list[dict[str, Any]]:
     cfg, rng = it.cfg, it.rng
     n = rng.randint(*cfg.video_objects)
     # Distinct colours (an object is tracked by its colour) and one axis of motion for all, in separate
@@ -488,7 +488,7 @@ def _movers(it: _Item) -> list[dict[str, Any]]:
     return movers
 
 
-def _frame_scene(movers: list[dict[str, Any]], t: float, canvas: int) -> Scene:
+def frame_scene(movers: list[dict[str, Any]], t: float, canvas: int) -> Scene:
     objs = []
     for m in movers:
         x = m["p0"][0] + (m["p1"][0] - m["p0"][0]) * t
@@ -501,7 +501,7 @@ def _clip_frames(movers, cfg: WorldConfig, glitch: dict[str, Any] | None) -> lis
     frames = []
     T = cfg.clip_frames
     for f in range(T):
-        scene = _frame_scene(movers, f / (T - 1), cfg.video_canvas)
+        scene = frame_scene(movers, f / (T - 1), cfg.video_canvas)
         if glitch is not None and f in glitch["frames"]:
             o = scene.objects[glitch["object"]]
             if glitch["kind"] == "flicker":
@@ -524,9 +524,9 @@ def video_prompt(movers: list[dict[str, Any]], rng: random.Random) -> str:
     return text[0].upper() + text[1:] + ", steadily, on a plain background."
 
 
-def make_video_pair(it: _Item) -> PreferenceRecord:
+def make_video_pair(it: WorldItem) -> PreferenceRecord:
     cfg, rng = it.cfg, it.rng
-    movers = _movers(it)
+    movers = make_movers(it)
     T = cfg.clip_frames
     overview = set(sample_frame_indices(T, cfg.visual.overview_frames))
     visible = rng.random() < cfg.visible_glitch_prob
@@ -596,7 +596,7 @@ BUILDERS = {
 def build_item(cfg: WorldConfig, kind: str, split: str, index: int, seed: int, media_dir: Path, rel: str):
     """One item; retries with a derived seed when a random layout is impossible (rare)."""
     for attempt in range(20):
-        it = _Item(cfg, split, index, seed + 7919 * attempt, media_dir, rel)
+        it = WorldItem(cfg, split, index, seed + 7919 * attempt, media_dir, rel)
         it.id = f"synth-{split}-{index:06d}"
         try:
             rec = BUILDERS[kind](it)
@@ -641,10 +641,9 @@ def generate_world(
     splits: dict[str, int] | None = None,
     workers: int = 1,
     progress: bool = False,
-    see: int | None = None,
 ) -> dict[str, Any]:
-    """Write ``out/{split}.jsonl`` records, media under ``out/media/{split}/`` and learning-to-see data
-    under ``out/see/``; returns (and writes) ``out/manifest.json`` with counts and timings."""
+    """Write ``out/{split}.jsonl`` records and their media under ``out/media/{split}/``; returns (and writes)
+    ``out/manifest.json`` with counts and timings."""
     cfg = cfg or WorldConfig()
     kinds = list(kinds or KINDS)
     bad = [k for k in kinds if k not in KINDS]
@@ -686,13 +685,6 @@ def generate_world(
     for split, recs in by_split.items():
         write_records(recs, out / f"{split}.jsonl")
     items_s = time.perf_counter() - t0
-    see_stats = {}
-    if see is None:
-        see = max(200, n)
-    if see:
-        from data_pipelines.synthetic.see import generate_see  # noqa: PLC0415
-
-        see_stats = generate_see(out / "see", n=see, seed=seed, cfg=cfg, progress=progress)
     manifest = {
         "seed": seed,
         "kinds": kinds,
@@ -702,17 +694,11 @@ def generate_world(
         "needs_tool": {s: sum(r.metadata["world"]["needs_tool"] for r in recs) for s, recs in by_split.items()},
         "seconds": round(items_s, 2),
         "items_per_minute": round(len(results) / max(items_s, 1e-9) * 60),
-        "see": see_stats,
     }
     tmp = out / ".manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, out / "manifest.json")
     return manifest
-
-
-def world_settings() -> tuple[VisualSettings, ToolSettings]:
-    """The visual and tool settings the world's needs-tool flags assume (use them to judge it)."""
-    return WORLD_VISUAL, replace(WORLD_TOOLS)
 
 
 __all__ = [
@@ -724,6 +710,5 @@ __all__ = [
     "build_item",
     "generate_world",
     "pointwise_score",
-    "world_settings",
     "RELATIONS",
 ]

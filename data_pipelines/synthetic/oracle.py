@@ -226,7 +226,7 @@ def _key_word(text: str, kind: str) -> str | None:
     return next((w for w in re.findall(r"[a-z]+", text.lower()) if w in vocab), None)
 
 
-def _union_box_1000(blobs: list[Blob], image: Image.Image, pad: float = 0.8) -> list[int]:
+def union_box_1000(blobs: list[Blob], image: Image.Image, pad: float = 0.8) -> list[int]:
     x1 = min(b.box[0] for b in blobs)
     y1 = min(b.box[1] for b in blobs)
     x2 = max(b.box[2] for b in blobs)
@@ -259,7 +259,7 @@ FULL_BOX = [0, 0, 1000, 1000]
 def each_box(overview_blobs: list[Blob], overview: Image.Image) -> list[int]:
     """The box the ``each`` policy crops: the whole image when the overview's shapes can be read, else a zoom
     around its objects."""
-    return FULL_BOX if shapes_readable(overview_blobs) else _union_box_1000(overview_blobs, overview)
+    return FULL_BOX if shapes_readable(overview_blobs) else union_box_1000(overview_blobs, overview)
 
 
 def _crop_order(crops: dict[str, str]) -> list[str]:
@@ -325,7 +325,7 @@ class OracleTeacher:
                     continue
                 if max(b.size for b in overview[n]) >= SHAPE_PX * 2:
                     continue  # big enough to read in the overview
-                box = _union_box_1000(overview[n], c.images[n])
+                box = union_box_1000(overview[n], c.images[n])
                 think = c.pick(
                     "In the overview the objects of {n} are only a few pixels wide; I can see {k} small blob(s) but not "
                     "their shapes. I will zoom in on them.",

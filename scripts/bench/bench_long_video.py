@@ -164,7 +164,7 @@ def main() -> None:
         for frames in args.lengths:
             world = tmp / f"world{frames}"
             cfg = WorldConfig(clip_frames=frames, fps=8.0, visible_glitch_prob=0.0)
-            generate_world(world, seed=frames, kinds=["video"], cfg=cfg, splits={"test": args.items}, see=0)
+            generate_world(world, seed=frames, kinds=["video"], cfg=cfg, splits={"test": args.items})
             for mode in MODES:
                 cmd = [
                     sys.executable,

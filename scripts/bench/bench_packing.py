@@ -31,7 +31,7 @@ def build_data(tmp: Path, hidden: int = 256, layers: int = 4) -> tuple[Path, Pat
     # The language model dominates a real VLM's compute (a 7B LLM on a 0.6B vision tower); keep that proportion.
     sizes = TinySizes(hidden_size=hidden, num_layers=layers, num_heads=4, num_kv_heads=2, intermediate_size=4 * hidden)
     model = init_tiny(tmp / "model", sizes=sizes)
-    generate_world(tmp / "world", seed=0, splits={"train": 120}, see=0)
+    generate_world(tmp / "world", seed=0, splits={"train": 120})
     records = read_records(tmp / "world" / "train.jsonl")
     distill(
         records,

@@ -47,7 +47,7 @@ def main() -> None:
         model = args.model or str(init_tiny(tmp / "model"))
         records = args.records
         if not records:
-            generate_world(tmp / "world", seed=0, splits={"train": 32}, see=0)
+            generate_world(tmp / "world", seed=0, splits={"train": 32})
             records = str(tmp / "world" / "train.jsonl")
         script, cfg, model_args = grpo.parse(
             [

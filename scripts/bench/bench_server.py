@@ -31,7 +31,7 @@ def build(tmp: Path, model_dir: str | None, n_pairs: int):
     from mmreward.tiny import init_tiny
 
     model = model_dir or str(init_tiny(tmp / "model"))
-    generate_world(tmp / "world", seed=0, splits={"test": 4 * n_pairs}, see=0)
+    generate_world(tmp / "world", seed=0, splits={"test": 4 * n_pairs})
     records = [r for r in read_records(tmp / "world" / "test.jsonl") if r.task == "pairwise" and r.modality == "image"]
     bodies = []
     for r in records[:n_pairs]:

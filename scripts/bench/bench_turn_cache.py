@@ -87,7 +87,7 @@ def scenario(name: str, tmp: Path, items: int):
 
     world = tmp / name
     if name == "image":  # the tiny-cpu world: 112x112 overviews and crops (16 visual tokens each)
-        generate_world(world, seed=0, kinds=["image"], splits={"test": items}, see=0)
+        generate_world(world, seed=0, kinds=["image"], splits={"test": items})
         visual, tools = WORLD_VISUAL, WORLD_TOOLS
         turns = [
             format_turn(REASONING, tool=("crop", {"image": "image_1", "bbox_2d": [0, 0, 500, 1000]})),
@@ -96,7 +96,7 @@ def scenario(name: str, tmp: Path, items: int):
         ]
     else:  # two 6-second clips, the protocol's default video overview (8 frames of up to 224x224), 4 frames a call
         cfg = WorldConfig(clip_frames=48, fps=8.0, visual=replace(WORLD_VISUAL, overview_frames=8))
-        generate_world(world, seed=0, kinds=["video"], cfg=cfg, splits={"test": items}, see=0)
+        generate_world(world, seed=0, kinds=["video"], cfg=cfg, splits={"test": items})
         visual, tools = VisualSettings(), ToolSettings()
         turns = [
             format_turn(REASONING, tool=("select_frames", {"video": "video_1", "frames": [9, 10, 11, 12]})),

@@ -12,7 +12,7 @@ stands in for its visual pretraining.
 
 Each lookup row lists two or three labelled items under the labels a judging prompt uses ("Image k:",
 "[Answer k]", "Video k:") and asks for the item under a label or the label of an item. Rows have the
-learning-to-see form (``data_pipelines.synthetic.see``) with no images, so the same dataset and trainer read them.
+learning-to-see form (``mmreward_tiny.curriculum.questions``) with no images, so the same dataset and trainer read them.
 ``generate_solid_pairs`` writes the image twin (two labelled solid-colour images) and its text-only version.
 """
 

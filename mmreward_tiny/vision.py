@@ -1,18 +1,18 @@
 """Vision pretraining for the embedded default: teach the tiny model's vision tower what each part of an image shows,
 before stage 0 teaches the language model to talk about it.
 
-    mmreward train vision --config train/recipes/tiny-cpu/vision.yaml [--max_steps 3000 ...]
+    mmreward tiny vision --config train/recipes/tiny-cpu/vision.yaml [--max_steps 3000 ...]
 
 It stands in for the vision encoder pretraining every real Qwen-VL checkpoint already has (a real model skips it, as
 it skips stage 0). Linear heads on the vision tower's merged tokens (the tokens the language model receives)
 predict, for every token's cell of the image, the shape and colour of the object there or "background"
-(:mod:`data_pipelines.synthetic.vision`), and where the architecture has absolute position embeddings in its vision
+(:mod:`mmreward_tiny.curriculum.vision`), and where the architecture has absolute position embeddings in its vision
 tower (Qwen3-VL) also the cell's row and column. The heads are thrown away; the vision tower and its merger are
 saved back into a full checkpoint of the same model, which loads like any other.
 
 Why it exists: from random weights, the vision tower learns almost nothing through the language model's few answer
 tokens per image. On a probe of one object per view, stage 0 alone read shape at 0.34 (chance 0.25) after 10
-epochs; with this pretraining first, 0.96 (the module docstring of :mod:`data_pipelines.synthetic.vision`).
+epochs; with this pretraining first, 0.96 (the module docstring of :mod:`mmreward_tiny.curriculum.vision`).
 
 Row and column targets are off for Qwen2.5-VL's tower: it has only rotary (relative) positions, so on a plain
 background a token cannot know where in the image it is, and the target would only add noise.
@@ -60,7 +60,7 @@ class VisionArguments:
 def parse(argv: list[str] | None):
     from trl import TrlParser  # noqa: PLC0415
 
-    parser = TrlParser((VisionArguments,), prog="mmreward train vision")
+    parser = TrlParser((VisionArguments,), prog="mmreward tiny vision")
     (args,) = parser.parse_args_and_config(argv)
     if args.position_targets not in ("auto", "on", "off"):
         parser.error(f"--position_targets must be auto, on or off, not {args.position_targets!r}")
@@ -87,8 +87,8 @@ class Scenes:
     def batch(self, n: int):
         import torch  # noqa: PLC0415
 
-        from data_pipelines.synthetic.vision import cell_labels, random_scene  # noqa: PLC0415
         from data_pipelines.synthetic.world import render  # noqa: PLC0415
+        from mmreward_tiny.curriculum.vision import cell_labels, random_scene  # noqa: PLC0415
 
         images, labels = [], {k: [] for k in TARGETS}
         for _ in range(n):
@@ -116,7 +116,7 @@ def merged_tokens(inner, inputs):
 def accuracy(heads, feats, labels, targets) -> dict[str, float]:
     """Per-target accuracy: shape and colour on the cells that hold an object, row and column on every cell, and
     ``background``: cells without an object that the shape head calls background."""
-    from data_pipelines.synthetic.vision import SHAPE_CLASSES  # noqa: PLC0415
+    from mmreward_tiny.curriculum.vision import SHAPE_CLASSES  # noqa: PLC0415
 
     obj = labels["shape"] < len(SHAPE_CLASSES) - 1
     out = {}
@@ -133,7 +133,7 @@ def run(args: VisionArguments) -> dict:
     from tqdm.auto import tqdm  # noqa: PLC0415
     from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: PLC0415
 
-    from data_pipelines.synthetic.vision import COLOUR_CLASSES, SHAPE_CLASSES  # noqa: PLC0415
+    from mmreward_tiny.curriculum.vision import COLOUR_CLASSES, SHAPE_CLASSES  # noqa: PLC0415
     from train.plots import plot_curves  # noqa: PLC0415
     from train.sft import git_version  # noqa: PLC0415
 

@@ -1,9 +1,9 @@
 """Stage 0 for the embedded default: teach a randomly initialised tiny backbone to see, on the synthetic world's
-captions and questions about whole images, crops and frames (``data_pipelines.synthetic.see``), before it learns to
-judge. It stands in for the pretraining a real Qwen-VL checkpoint already has. Same trainer as :mod:`train.sft`
-(``see_files`` instead of ``train_files``).
+captions and questions about whole images, crops and frames (``mmreward_tiny.curriculum.questions``), before it
+learns to judge. It stands in for the pretraining a real Qwen-VL checkpoint already has. The trainer is
+:mod:`train.sft` on ``chat_files``; this adds the perception evaluation on held-out questions (``eval_see``).
 
-    mmreward train see --config train/recipes/tiny-cpu/see.yaml
+    mmreward tiny see --config train/recipes/tiny-cpu/see.yaml
 """
 
 from __future__ import annotations
@@ -12,12 +12,23 @@ import json
 import re
 import sys
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_pipelines.synthetic.diagnose import FINDING
 from data_pipelines.synthetic.oracle import MATCH_PHRASES
-from train.render import see_content
-from train.sft import main as sft_main
+from mmreward_tiny.curriculum.diagnose import FINDING
+from train import sft
+from train.render import chat_row_content
+
+
+@dataclass
+class SeeArguments:
+    """Stage 0's own options, beside the SFT trainer's."""
+
+    eval_see: str | None = field(
+        default=None, metadata={"help": "held-out learning-to-see JSONL: perception accuracy at the end"}
+    )
+    eval_see_limit: int | None = field(default=300, metadata={"help": "judge only the first N held-out rows"})
 
 
 def _norm(text: str) -> str:
@@ -27,7 +38,7 @@ def _norm(text: str) -> str:
     return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
 
 
-# What a learning-to-see question asks, from its wording (data_pipelines.synthetic.see writes these forms).
+# What a learning-to-see question asks, from its wording (mmreward_tiny.curriculum.questions writes these forms).
 QUESTION_KINDS = (
     ("locate", re.compile(r"^(Where are the objects|Locate the objects)")),
     ("where", re.compile(r"^Where is the ")),
@@ -52,7 +63,7 @@ def question_kind(question: str) -> str:
 
 
 def match_calls_right(row: dict, text: str) -> list[bool]:
-    """For a comparison row (``data_pipelines.synthetic.compare``): per crop, whether the answer's match / no-match
+    """For a comparison row (``mmreward_tiny.curriculum.compare``): per crop, whether the answer's match / no-match
     call about it is right, whatever else it says. A crop the answer says nothing about counts as wrong."""
     calls = {obs: not call.startswith("But") for obs, _, _, call in FINDING.findall(text + " ")}
     # The crops in the order the reference answer speaks of them (a one-crop row may be about obs_2).
@@ -149,7 +160,7 @@ def evaluate_see(model, processor, path: str, limit: int | None = 300, batch_siz
             images = [Image.open(root / p).convert("RGB") for p in r["images"]]
             if r.get("view") == "overview" and len(overview_images) < 16:
                 overview_images.append(images[0])
-            content = see_content(r, images)
+            content = chat_row_content(r, images)
             requests.append(
                 GenerationRequest(r["id"], 0, [{"role": "user", "content": content}], images, None, max_new_tokens)
             )
@@ -181,7 +192,16 @@ def evaluate_see(model, processor, path: str, limit: int | None = 300, batch_siz
 
 
 def main(argv: list[str] | None = None) -> int:
-    return sft_main(argv, stage="see")
+    script, see, cfg, model_args = sft.parse(argv, "see", extra=(SeeArguments,))
+    script.stage = "see"
+    sft.setup_logging()
+    evaluations = {}
+    if see.eval_see:
+        evaluations["perception"] = lambda model, processor: evaluate_see(
+            model, processor, see.eval_see, see.eval_see_limit
+        )
+    sft.run(script, cfg, model_args, evaluations)
+    return 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ exactly as the judge gets it back from the tool (the same box, the same pixel bu
 answer is the oracle's sentence about it. Nothing but the pixels tells a match from a defect, so the only way
 to learn the call is to look; mixed into SFT, these rows keep that pressure on.
 
-Rows have the learning-to-see form (``data_pipelines.synthetic.see``: ``view: "crop"``, a ``match`` flag as the
+Rows have the learning-to-see form (``mmreward_tiny.curriculum.questions``: ``view: "crop"``, a ``match`` flag as the
 text-only comparison rows have), so the same dataset, trainer and evaluation (``compare_match_call``) read them.
 """
 
@@ -26,12 +26,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from data_pipelines.records import read_records, write_jsonl
-from data_pipelines.synthetic.compare import QUESTION
 from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL, WorldConfig, build_item, plan_kinds
 from data_pipelines.synthetic.oracle import each_box, evaluate_scene, finding
 from data_pipelines.synthetic.perception import perceive
 from data_pipelines.synthetic.world import Description
 from mmreward.tools.crop import crop_view
+from mmreward_tiny.curriculum.compare import QUESTION
 
 IMAGE_KINDS = ("image", "multi", "pointwise")  # the world's kinds whose candidates the judge crops
 

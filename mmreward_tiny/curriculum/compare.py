@@ -16,7 +16,7 @@ What is seen is the prompt's objects (about 40% of rows) or the prompt's objects
 defects (a colour, a shape or a count changed, an object missing or added), listed in a shuffled order as a
 picture's objects are. Relations and quality problems need the picture; these rows leave them out.
 
-Rows have the learning-to-see form (``data_pipelines.synthetic.see``) with no images, so the same dataset, trainer
+Rows have the learning-to-see form (``mmreward_tiny.curriculum.questions``) with no images, so the same dataset, trainer
 and evaluation read them.
 """
 
@@ -27,7 +27,6 @@ import random
 from collections import Counter
 from typing import Any
 
-from data_pipelines.synthetic.lookup import write_text_rows
 from data_pipelines.synthetic.oracle import MATCH_PHRASES, asks_for, check_lists, count_issues, say_counts
 from data_pipelines.synthetic.world import (
     PALETTE,
@@ -38,6 +37,7 @@ from data_pipelines.synthetic.world import (
     sample_description,
     share_first_colour,
 )
+from mmreward_tiny.curriculum.lookup import write_text_rows
 
 QUESTION = "What do you see, and does it match the prompt?"
 EDITS = ("colour", "shape", "count", "missing", "extra")

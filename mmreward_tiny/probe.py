@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from data_pipelines.synthetic.diagnose import FINDING
 from data_pipelines.synthetic.oracle import MATCH_PHRASES
 from mmreward.trajectory import Trajectory
+from mmreward_tiny.curriculum.diagnose import FINDING
 from train.render import IGNORE, Example, Renderer
 
 

@@ -29,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from data_pipelines.records import write_jsonl
+from data_pipelines.synthetic.generate import WORLD_TOOLS, WorldConfig, WorldItem, frame_scene, make_movers
+from data_pipelines.synthetic.oracle import union_box_1000
+from data_pipelines.synthetic.perception import perceive
 from data_pipelines.synthetic.world import (
     NUMBER_WORDS,
     PLURAL,
@@ -122,7 +125,6 @@ def _pair_example(rng: random.Random, view_size: int, rid: str, save) -> dict[st
 
 
 def make_example(index: int, seed: int, cfg, out: Path, split: str) -> dict[str, Any]:
-    from data_pipelines.synthetic.generate import WORLD_TOOLS, _frame_scene  # noqa: PLC0415
 
     rng = random.Random(f"{seed}/see/{split}/{index}")
     level = rng.choices([0, 1, 2, 3], weights=[0.1, 0.2, 0.35, 0.35])[0]
@@ -148,14 +150,12 @@ def make_example(index: int, seed: int, cfg, out: Path, split: str) -> dict[str,
     if level == 2 and rng.random() < 0.7:
         # The crop the oracle teacher would ask for (the box around the blobs it sees in the overview), rendered by
         # the crop tool's own code: the views a judge gets back from `crop`.
-        from data_pipelines.synthetic.oracle import _union_box_1000  # noqa: PLC0415
-        from data_pipelines.synthetic.perception import perceive  # noqa: PLC0415
 
         scene = _scene(rng, cfg.canvas, cfg.object_size, cfg.n_objects, cfg.spread)
         full = render(scene)
         blobs = perceive(cfg.visual.image_budget.fit(full), min_area=1)
         if blobs:
-            box1000 = _union_box_1000(blobs, cfg.visual.image_budget.fit(full))
+            box1000 = union_box_1000(blobs, cfg.visual.image_budget.fit(full))
         else:
             box1000 = box_1000(scene.cluster_box(0.8), cfg.canvas)
         box = tuple(v / 1000 * cfg.canvas for v in box1000)
@@ -168,12 +168,10 @@ def make_example(index: int, seed: int, cfg, out: Path, split: str) -> dict[str,
         q, a = _qa_about(objs, region.width, region.height, rng) if objs else ("What do you see?", "nothing.")
         return {"id": rid, "images": [save(region)], "question": q, "answer": a, "level": 2, "view": "crop"}
     if level == 2:
-        from data_pipelines.synthetic.generate import _Item, _movers  # noqa: PLC0415
-
-        it = _Item(cfg, "see", index, seed, media, "")
-        movers = _movers(it)
+        it = WorldItem(cfg, "see", index, seed, media, "")
+        movers = make_movers(it)
         t = rng.random()
-        scene = _frame_scene(movers, t, cfg.video_canvas)
+        scene = frame_scene(movers, t, cfg.video_canvas)
         frame = WORLD_TOOLS.frame_budget.fit(render(scene))
         k = frame.width / cfg.video_canvas
         objs = [Obj(o.shape, o.colour, o.x * k, o.y * k, o.size * k) for o in scene.objects]
@@ -181,26 +179,23 @@ def make_example(index: int, seed: int, cfg, out: Path, split: str) -> dict[str,
         return {"id": rid, "images": [save(frame)], "question": q, "answer": a, "level": 2, "view": "frame"}
     if rng.random() < 0.6:
         # Locating: the box a crop call should use, exactly as the oracle teacher computes it from the overview.
-        from data_pipelines.synthetic.oracle import _union_box_1000  # noqa: PLC0415
-        from data_pipelines.synthetic.perception import perceive  # noqa: PLC0415
 
         scene = _scene(rng, cfg.canvas, cfg.object_size, cfg.n_objects, cfg.spread)
         overview = cfg.visual.image_budget.fit(render(scene))
         blobs = perceive(overview, min_area=1)
-        box = _union_box_1000(blobs, overview) if blobs else box_1000(scene.cluster_box(0.8), cfg.canvas)
+        box = union_box_1000(blobs, overview) if blobs else box_1000(scene.cluster_box(0.8), cfg.canvas)
         colours = sorted({o.colour for o in scene.objects})
         n = len(scene.objects)
         q = rng.choice(("Where are the objects, and what colours are they?", "Locate the objects."))
         a = f"{NUMBER_WORDS.get(n, n)} small object{'s' if n > 1 else ''}; crop box {box}; colours: {', '.join(colours)}."
         return {"id": rid, "images": [save(overview)], "question": q, "answer": a, "level": 3, "view": "overview"}
     # What changed between two frames of a clip.
-    from data_pipelines.synthetic.generate import _Item, _movers  # noqa: PLC0415
 
-    it = _Item(cfg, "see", index, seed, media, "")
-    movers = _movers(it)
+    it = WorldItem(cfg, "see", index, seed, media, "")
+    movers = make_movers(it)
     t = rng.uniform(0.1, 0.8)
-    a_scene = _frame_scene(movers, t, cfg.video_canvas)
-    b_scene = _frame_scene(movers, min(1.0, t + 0.1), cfg.video_canvas)
+    a_scene = frame_scene(movers, t, cfg.video_canvas)
+    b_scene = frame_scene(movers, min(1.0, t + 0.1), cfg.video_canvas)
     change = rng.choice(("none", "colour", "shape", "disappear"))
     o = b_scene.objects[0]
     if change == "colour":
@@ -230,7 +225,6 @@ def make_example(index: int, seed: int, cfg, out: Path, split: str) -> dict[str,
 
 def generate_see(out: str | os.PathLike, n: int, seed: int = 0, cfg=None, progress: bool = False) -> dict[str, Any]:
     """Write ``out/train.jsonl`` and ``out/val.jsonl`` (a tenth, at least 20) with their PNGs."""
-    from data_pipelines.synthetic.generate import WorldConfig  # noqa: PLC0415
 
     cfg = cfg or WorldConfig()
     out = Path(out)

@@ -6,9 +6,10 @@ Steps (each runs a stage's own command with its own recipe, ``train/recipes/<rec
 by ``train/recipes/<recipe>/pipeline.yaml``; there is no second implementation of any stage):
 
  1. ``model``    build the tiny model (``mmreward init-tiny``)
- 2. ``world``    the synthetic world: train/val/test/compositional and learning-to-see data (``mmreward data synth``)
- 3. ``see``      vision pretraining of the tiny tower on dense per-token labels (``mmreward train vision``), then
-                 stage 0, learning to see (``mmreward train see``), with perception accuracy on held-out questions,
+ 2. ``world``    the synthetic world: train/val/test/compositional items (``mmreward data synth``), then the
+                 learning-to-see curriculum (``mmreward tiny curriculum``)
+ 3. ``see``      vision pretraining of the tiny tower on dense per-token labels (``mmreward tiny vision``), then
+                 stage 0, learning to see (``mmreward tiny see``), with perception accuracy on held-out questions,
                  then the warm-ups the recipe has sections for, in order: ``compare`` (text only: comparing what is
                  seen with the prompt) and ``crops`` (one candidate's crop at a time, answered as the judge does);
                  its checkpoint is cached under ``runs/.cache/stage0/<key>`` and reused by later runs with the same
@@ -43,23 +44,19 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-# Warm-ups that can end stage 0, in the order they run; each has a recipe section, a recipe file
-# (train/recipes/<recipe>/<name>.yaml), rows under world/see/<name>/ (`mmreward data synth --<name> N`), and
-# `sft.<name>_rows` mixes its first N rows into SFT.
-WARMUPS = ("compare", "crops")
+from mmreward_tiny.steps import RECIPES, REPO, STAGES, STEPS, WARMUPS
+
 # Source folders and files whose code shapes the stage-0 checkpoint (part of its cache key).
 STAGE0_SOURCES = (
     "mmreward/tiny.py",
     "data_pipelines/synthetic",
-    "train/vision.py",
-    "train/see.py",
+    "mmreward_tiny/curriculum",
+    "mmreward_tiny/vision.py",
+    "mmreward_tiny/see.py",
     "train/sft.py",
+    "train/render.py",
     "train/collate.py",
 )
-RECIPES = REPO / "train" / "recipes"
-STEPS = ["model", "world", "see", "distill", "sft", "reject", "rft", "grpo", "eval", "serve", "report"]
-STAGES = ["untrained", "see", "sft", "rft", "grpo"]  # checkpoints evaluated, in order
 
 
 class StepFailed(RuntimeError):
@@ -191,10 +188,11 @@ class Pipeline:
     def step_world(self) -> None:
         """generate the synthetic world (judging items and learning-to-see data)"""
         w = self.cfg["world"]
-        args = ["data", "synth", "--out", self.world, "--n", w["n"], "--see", w["see"], "--seed", w["seed"]]
-        args += ["--workers", "2"]
+        scene = ["--seed", w["seed"], "--workers", "2"]
         if w.get("object_size"):
-            args += ["--object-size", *w["object_size"]]
+            scene += ["--object-size", *w["object_size"]]
+        self.sh("world", ["data", "synth", "--out", self.world, "--n", w["n"], *scene])
+        args = ["tiny", "curriculum", "--out", self.world, "--see", w["see"], *scene]
         for warmup in WARMUPS:  # the warm-ups' rows, under world/see/<warm-up>/
             if w.get(warmup):
                 args += [f"--{warmup}", w[warmup]]
@@ -246,16 +244,16 @@ class Pipeline:
         v = self.cfg.get("vision") or {}
         self.sh(
             "see",
-            ["train", "vision", "--config", self.stage_recipe("vision"),
+            ["tiny", "vision", "--config", self.stage_recipe("vision"),
              "--model_name_or_path", self.p("model"), "--output_dir", self.p("vision"),
              *[x for k, val in v.items() for x in (f"--{k}", *(val if isinstance(val, list) else [val]))]],
         )  # fmt: skip
         s = self.cfg["see"]
         self.sh(
             "see",
-            ["train", "see", "--config", self.stage_recipe("see"),
+            ["tiny", "see", "--config", self.stage_recipe("see"),
              "--model_name_or_path", self.p("vision"),
-             "--see_files", self.world / "see" / "train.jsonl",
+             "--chat_files", self.world / "see" / "train.jsonl",
              "--eval_see", self.world / "see" / "val.jsonl",
              "--eval_see_limit", s["eval_see_limit"],
              "--num_train_epochs", s["num_train_epochs"],
@@ -266,9 +264,9 @@ class Pipeline:
             c = self.cfg[w]
             self.sh(
                 "see",
-                ["train", "see", "--config", self.stage_recipe(w),
+                ["tiny", "see", "--config", self.stage_recipe(w),
                  "--model_name_or_path", self.p(prev),
-                 "--see_files", self.world / "see" / w / "train.jsonl",
+                 "--chat_files", self.world / "see" / w / "train.jsonl",
                  "--eval_see", self.world / "see" / w / "val.jsonl",
                  "--eval_see_limit", c["eval_see_limit"], "--max_steps", c["max_steps"],
                  "--output_dir", self.p(w), "--report_to", "tensorboard"],
@@ -311,8 +309,8 @@ class Pipeline:
         # Keep the warm-ups' skills while the judge learns its trajectories: the first N rows of each.
         rows = [(w, s[f"{w}_rows"]) for w in WARMUPS if s.get(f"{w}_rows")]
         if rows:
-            extra += ["--see_files", *[self.world / "see" / w / "train.jsonl" for w, _ in rows]]
-            extra += ["--see_limit", *[n for _, n in rows]]
+            extra += ["--chat_files", *[self.world / "see" / w / "train.jsonl" for w, _ in rows]]
+            extra += ["--chat_limit", *[n for _, n in rows]]
         self._train("sft", self.sft_start, extra)
 
     def done_reject(self) -> bool:
@@ -394,7 +392,7 @@ class Pipeline:
 
     def step_serve(self) -> None:
         """smoke check: serve the final model and judge a few test pairs through the openai client"""
-        from train.report import serve_smoke  # noqa: PLC0415
+        from mmreward_tiny.report import serve_smoke  # noqa: PLC0415
 
         result = serve_smoke(self.p("grpo"), self.world, self.cfg["serve"]["requests"])
         self.p("serve").mkdir(exist_ok=True)
@@ -405,7 +403,7 @@ class Pipeline:
 
     def step_report(self) -> None:
         """write report.md, plots and the final model card"""
-        from train.report import write_report  # noqa: PLC0415
+        from mmreward_tiny.report import write_report  # noqa: PLC0415
 
         table = write_report(self)
         print(table, flush=True)

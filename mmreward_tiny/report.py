@@ -13,7 +13,7 @@ from typing import Any
 from data_pipelines.labels import chance_accuracy, first_choices
 from data_pipelines.records import read_records
 from data_pipelines.synthetic.oracle import world_groups
-from train.pipeline import WARMUPS
+from mmreward_tiny.steps import STAGES, WARMUPS
 
 GOALS = {  # issue 9: after the pipeline, on the final checkpoint
     "test image tasks (tools on)": ("test", "on", "visual=image", 0.85),
@@ -63,7 +63,7 @@ def collect(pipe) -> dict[str, Any]:
         if (pipe.world / f"{sp}.jsonl").is_file()
     }
     evals: dict[str, dict] = {}
-    for stage in ("untrained", "see", "sft", "rft", "grpo"):
+    for stage in STAGES:
         for sp in splits:
             for tools in ("on", "off"):
                 g = eval_groups(pipe.eval_dir(stage, sp, tools), records.get(sp, {}))
@@ -84,7 +84,7 @@ def collect(pipe) -> dict[str, Any]:
     }
 
 
-# How the report names each stage-0 warm-up (train.pipeline.WARMUPS) and the rows it trains on.
+# How the report names each stage-0 warm-up (mmreward_tiny.pipeline.WARMUPS) and the rows it trains on.
 WARMUP_TITLES = {
     "compare": ("0b", "comparing with the prompt", "text-only rows: a prompt and what a picture shows"),
     "crops": ("0c", "one crop at a time", "rows of one candidate's crop after the prompt, as the judge gets it"),
@@ -104,7 +104,7 @@ def _warmup_rows(pipe, data: dict) -> str:
     for w in pipe._warmups():
         code, name, what = WARMUP_TITLES[w]
         call, exact = _warmup_scores(data.get("warmups", {}).get(w))
-        n = (data["summaries"].get(w) or {}).get("see_examples", "-")
+        n = (data["summaries"].get(w) or {}).get("chat_examples", "-")
         out += f"| {code} {name} | {n} {what} | match call {_f(call)}, exact answer {_f(exact)} (held out) |\n"
     return out
 
@@ -140,7 +140,7 @@ def summary_table(data: dict[str, Any], splits: list[str]) -> str:
     head = ["stage"] + [f"{sp} {g}" for sp in splits for g in ("all", "image", "video")]
     head += ["needs-tool on", "needs-tool off", "tool calls", "parse fail", "first shown"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for stage in ("untrained", "see", "sft", "rft", "grpo"):
+    for stage in STAGES:
         if stage not in ev:
             continue
         cells = [stage]
@@ -155,7 +155,7 @@ def summary_table(data: dict[str, Any], splits: list[str]) -> str:
         cells += [_f(t.get("tool_call_rate")), _f(t.get("parse_failure_rate")), _f(t.get("first_is_better"))]
         lines.append("| " + " | ".join(cells) + " |")
     # the level a judge must beat: a uniformly random valid verdict on the same items (first stage evaluated)
-    first = next((ev[s] for s in ("untrained", "see", "sft", "rft", "grpo") if s in ev), None)
+    first = next((ev[s] for s in STAGES if s in ev), None)
     if first:
         cells = ["chance (random verdict)"]
         for sp in splits:
@@ -191,7 +191,7 @@ def plots(data: dict[str, Any], out: Path, splits: list[str]) -> list[str]:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     ev = data["evals"]
-    stages = [s for s in ("untrained", "see", "sft", "rft", "grpo") if s in ev]
+    stages = [s for s in STAGES if s in ev]
     if not stages:
         return []
     paths = []
@@ -384,7 +384,8 @@ def write_report(pipe) -> str:
         if not s:
             continue
         brief = {
-            k: s.get(k) for k in ("global_step", "train_loss", "seconds", "train_trajectories", "see_examples", "rows")
+            k: s.get(k)
+            for k in ("global_step", "train_loss", "seconds", "train_trajectories", "chat_examples", "rows")
         }
         lines.append(f"- **{stage}**: {json.dumps({k: v for k, v in brief.items() if v is not None})}")
         if (pipe.p(stage, "curves.png")).is_file():
