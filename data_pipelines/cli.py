@@ -71,7 +71,7 @@ def register(sub) -> dict:
     d.add_argument("--swap", choices=["none", "both", "random"], default="both")
     d.add_argument("--tools", choices=["on", "off"], default="on")
     d.add_argument(
-        "--look",
+        "--crop-policy",
         choices=["zoom", "each"],
         default="zoom",
         help="oracle only: crop only where the overview is too small (zoom), or look at every candidate in turn and "
@@ -250,10 +250,10 @@ def _distill(args) -> int:
     if args.teacher == "oracle":
         from data_pipelines.synthetic.oracle import OracleTeacher  # noqa: PLC0415
 
-        teacher = OracleTeacher({r.id: r for r in records}, seed=args.seed, look=args.look)
+        teacher = OracleTeacher({r.id: r for r in records}, seed=args.seed, crop_policy=args.crop_policy)
     else:
-        if args.look != "zoom":
-            raise ValueError("--look is a policy of the oracle teacher; drop it for an endpoint teacher")
+        if args.crop_policy != "zoom":
+            raise ValueError("--crop-policy is a policy of the oracle teacher; drop it for an endpoint teacher")
         if not args.teacher.startswith(("http://", "https://")):
             raise ValueError(f"--teacher must be 'oracle' or an http(s) base URL, not {args.teacher!r}")
         teacher = OpenAITeacher(

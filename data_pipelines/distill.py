@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data_pipelines.batch import Job, JobCache, run_jobs
 from data_pipelines.labels import check_verdict
 from data_pipelines.records import PreferenceRecord, presented_orders, write_jsonl
 from mmreward.generators import Generator
@@ -44,7 +45,7 @@ from mmreward.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DistillSettings", "OpenAITeacher", "TeacherSettings", "distill", "read_cache"]
+__all__ = ["DistillSettings", "OpenAITeacher", "TeacherSettings", "distill"]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -91,33 +92,6 @@ def cache_key(record: PreferenceRecord, order: list[int], tools: bool, teacher: 
     return hashlib.sha256("\n".join([item, prompt, teacher, settings]).encode()).hexdigest()
 
 
-def read_cache(path: Path, errors: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
-    """Finished entries by key; a torn last line (a crash mid-write) is skipped. ``errors`` collects the
-    last error of entries that failed."""
-    done: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return done
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if entry.get("status") == "done":
-                done[entry["key"]] = entry
-            elif errors is not None:
-                errors[entry["key"]] = entry["trajectory"].get("error") or "failed"
-    return done
-
-
-def _append(path: Path, entries: list[dict[str, Any]]) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        for e in entries:
-            f.write(json.dumps(e, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def distill(
     records: list[PreferenceRecord],
     teacher: Generator,
@@ -131,8 +105,7 @@ def distill(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    cache_path = out / "cache.jsonl"
-    done = read_cache(cache_path)
+    cache = JobCache(out / "cache.jsonl")
     tid = teacher_id(teacher)
     engine = RolloutEngine(teacher, settings=settings.engine)
 
@@ -141,52 +114,33 @@ def distill(
     if settings.limit is not None:
         usable = usable[: settings.limit]
     by_id = {r.id: r for r in usable}
-    jobs = []  # (key, record, order)
+    jobs = []
     for r in usable:
         for order in presented_orders(r, settings.swap, settings.seed):
             rr = r.resolved(media_root)
-            jobs.append((cache_key(rr, order, settings.tools, tid, settings.engine), rr, order))
-    pending = [j for j in jobs if j[0] not in done]
+            key = cache_key(rr, order, settings.tools, tid, settings.engine)
+            jobs.append(Job(key, rr, order, f"{rr.id}|{''.join(map(str, order))}"))
+    pending = [j for j in jobs if j.key not in cache]
     reused = len(jobs) - len(pending)
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm  # noqa: PLC0415
-
-        bar = tqdm(total=len(jobs), initial=reused, desc="distill", unit="traj")
-    for i in range(0, len(pending), settings.chunk):
-        chunk = pending[i : i + settings.chunk]
-        trajs = engine.run(
-            [rec.to_task() for _, rec, _ in chunk],
-            orders=[o for _, _, o in chunk],
-            tools_on=settings.tools,
-            keys=[f"{rec.id}|{''.join(map(str, o))}" for _, rec, o in chunk],
-        )
-        entries = []
-        for (key, rec, order), t in zip(chunk, trajs):
-            status = "failed" if t.stop_reason in ("generation_error",) else "done"
-            entries.append(
-                {"key": key, "record_id": rec.id, "order": order, "status": status, "trajectory": t.to_dict()}
-            )
-            if status == "done":
-                done[key] = entries[-1]
-        _append(cache_path, entries)
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
+    run_jobs(
+        engine,
+        pending,
+        tools_on=settings.tools,
+        chunk=settings.chunk,
+        sink=cache.sink(order=lambda job: job.order),
+        progress="distill" if progress else None,
+        done_already=reused,
+    )
 
     # Verify against the labels and write the outputs.
-    errors: dict[str, str] = {}
-    read_cache(cache_path, errors)
     kept, rejected, failed = [], [], []
     per_item: dict[str, list[tuple[Trajectory, bool, str]]] = defaultdict(list)
-    for key, rec, order in jobs:
-        entry = done.get(key)
-        if entry is None:
-            failed.append({"record_id": rec.id, "order": order, "error": errors.get(key, "not run")})
+    for job in jobs:
+        rec, order = job.record, job.order
+        if job.key not in cache:
+            failed.append({"record_id": rec.id, "order": order, "error": cache.errors.get(job.key, "not run")})
             continue
-        t = Trajectory.from_dict(entry["trajectory"])
+        t = cache.trajectory(job.key)
         check = check_verdict(rec, t)
         if t.stop_reason != "answer":
             reason = t.stop_reason if t.stop_reason != "parse_failure" else "unparseable"

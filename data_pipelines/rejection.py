@@ -21,13 +21,13 @@ import hashlib
 import json
 import os
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from data_pipelines.distill import _append, read_cache
-from data_pipelines.labels import chance_accuracy, check_verdict, first_choices
+from data_pipelines.batch import Job, JobCache, needs_tool, run_jobs, tally
+from data_pipelines.labels import check_verdict
 from data_pipelines.records import PreferenceRecord, presented_orders, write_jsonl, write_records
 from mmreward.generators import Generator
 from mmreward.rollout import RolloutEngine
@@ -55,54 +55,8 @@ def sample_order(record: PreferenceRecord, j: int, seed: int) -> list[int]:
     return presented_orders(record, "random", seed, f"/{j}")[0]
 
 
-def _needs_tool(r: PreferenceRecord) -> str:
-    w = r.metadata.get("world") if isinstance(r.metadata, dict) else None
-    return str(w.get("needs_tool")) if isinstance(w, dict) and "needs_tool" in w else "unknown"
-
-
 def _assistant_text(t: Trajectory) -> str:
     return "\n".join(m["content"][0]["text"] for m in t.messages if m["role"] == "assistant")
-
-
-def score_samples(records: list[PreferenceRecord], samples: dict[str, list[Trajectory]]) -> dict[str, Any]:
-    """pass@1, pass@k and rates, overall, by category and by needs-tool. ``first_is_better`` is the share of
-    decided pairwise verdicts that name the candidate shown first: about 0.5 for a judge that reads the content
-    (orders are random), near 0 or 1 for one that answers by position, whose pass@1 then only matches chance."""
-    by_id = {r.id: r for r in records}
-    groups: dict[str, dict[str, list]] = defaultdict(
-        lambda: {"acc": [], "any": [], "tools": [], "fail": [], "chance": [], "first": []}
-    )
-    stop = Counter()
-    for rid, trajs in samples.items():
-        r = by_id[rid]
-        oks = [check_verdict(r, t).correct for t in trajs]
-        for key in ("all", f"category={r.category}", f"needs_tool={_needs_tool(r)}"):
-            g = groups[key]
-            g["acc"].extend(oks)
-            g["any"].append(any(oks))
-            g["chance"].append(chance_accuracy(r))
-            g["tools"].extend(bool(t.tool_trace) for t in trajs)
-            g["fail"].extend(t.verdict is None for t in trajs)
-            g["first"].extend(first_choices(t.verdict for t in trajs))
-        stop.update(t.stop_reason for t in trajs)
-
-    def mean(xs: list) -> float:
-        return round(sum(xs) / len(xs), 4) if xs else 0.0
-
-    table = {
-        k: {
-            "items": len(g["any"]),
-            "samples": len(g["acc"]),
-            "pass@1": mean(g["acc"]),
-            "pass@k": mean(g["any"]),
-            "tool_call_rate": mean(g["tools"]),
-            "parse_failure_rate": mean(g["fail"]),
-            "chance": mean(g["chance"]),  # pass@1 of a uniformly random valid verdict on these items
-            "first_is_better": mean(g["first"]) if g["first"] else None,
-        }
-        for k, g in sorted(groups.items())
-    }
-    return {"groups": table, "stop_reasons": dict(stop)}
 
 
 def sample_key(record: PreferenceRecord, j: int, order: list[int], model_id: str, tools: bool) -> str:
@@ -125,59 +79,35 @@ def rejection_sample(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    cache_path = out / "samples.jsonl"
-    done = read_cache(cache_path)
+    cache = JobCache(out / "samples.jsonl")
     sampling = getattr(generator, "sampling", None)
     mid = json.dumps({"model": model_id, "sampling": asdict(sampling) if sampling is not None else {}}, sort_keys=True)
     usable = [r for r in records if not r.metadata_only]
     skipped = len(records) - len(usable)
     if settings.limit is not None:
         usable = usable[: settings.limit]
-    resolved = {r.id: r.resolved(media_root) for r in usable}
     jobs = []
     for r in usable:
+        resolved = r.resolved(media_root)
         for j in range(settings.k):
             order = sample_order(r, j, settings.seed)
-            jobs.append((sample_key(r, j, order, mid, settings.tools), r, j, order))
-    pending = [job for job in jobs if job[0] not in done]
-    engine = RolloutEngine(generator, settings=engine_settings)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm  # noqa: PLC0415
-
-        bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc="rejection sampling", unit="sample")
-    for i in range(0, len(pending), settings.chunk):
-        chunk = pending[i : i + settings.chunk]
-        trajs = engine.run(
-            [resolved[r.id].to_task() for _, r, _, _ in chunk],
-            orders=[o for *_, o in chunk],
-            tools_on=settings.tools,
-            keys=[f"{r.id}|s{j}" for _, r, j, _ in chunk],
-        )
-        entries = []
-        for (key, r, j, order), t in zip(chunk, trajs):
-            status = "failed" if t.stop_reason == "generation_error" else "done"
-            entry = {
-                "key": key,
-                "record_id": r.id,
-                "sample": j,
-                "order": order,
-                "status": status,
-                "trajectory": t.to_dict(),
-            }
-            entries.append(entry)
-            if status == "done":
-                done[key] = entry
-        _append(cache_path, entries)
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
+            key = sample_key(r, j, order, mid, settings.tools)
+            jobs.append(Job(key, resolved, order, f"{r.id}|s{j}", info={"sample": j}))
+    pending = [job for job in jobs if job.key not in cache]
+    run_jobs(
+        RolloutEngine(generator, settings=engine_settings),
+        pending,
+        tools_on=settings.tools,
+        chunk=settings.chunk,
+        sink=cache.sink(sample=lambda job: job.info["sample"], order=lambda job: job.order),
+        progress="rejection sampling" if progress else None,
+        done_already=len(jobs) - len(pending),
+    )
 
     samples: dict[str, list[Trajectory]] = defaultdict(list)
-    for key, r, _, _ in jobs:
-        if key in done:
-            samples[r.id].append(Trajectory.from_dict(done[key]["trajectory"]))
+    for job in jobs:
+        if job.key in cache:
+            samples[job.record.id].append(cache.trajectory(job.key))
     accepted, pool = [], []
     accept_by = defaultdict(lambda: [0, 0])
     always_right = 0
@@ -192,7 +122,7 @@ def rejection_sample(
                 accepted.append(t.to_dict())
                 seen.add(text)
                 kept += 1
-            for key in (f"category={r.category}", f"needs_tool={_needs_tool(r)}", "all"):
+            for key in (f"category={r.category}", f"needs_tool={needs_tool(r)}", "all"):
                 accept_by[key][0] += int(good)
                 accept_by[key][1] += 1
         if trajs and all(oks):
@@ -202,7 +132,7 @@ def rejection_sample(
         pool.append(r)
     write_jsonl(out / "accepted.jsonl", accepted)
     write_records(pool, out / "grpo_pool.jsonl")
-    report = score_samples(usable, samples)
+    report = tally(usable, samples)
     report.update(
         {
             "items": len(usable),
@@ -235,13 +165,9 @@ def judge_records(
     """One sample per item in a seeded random order: accuracy (= pass@1) by category and needs-tool."""
     usable = [r for r in records if not r.metadata_only][:limit]
     engine = RolloutEngine(generator, settings=engine_settings or EngineSettings())
-    trajs = engine.run(
-        [r.resolved(media_root).to_task() for r in usable],
-        orders=[sample_order(r, 0, seed) for r in usable],
-        tools_on=tools,
-        keys=[f"{r.id}|eval" for r in usable],
-    )
-    report = score_samples(usable, {r.id: [t] for r, t in zip(usable, trajs)})
+    jobs = [Job(f"{r.id}|eval", r.resolved(media_root), sample_order(r, 0, seed), f"{r.id}|eval") for r in usable]
+    results = run_jobs(engine, jobs, tools_on=tools, chunk=max(1, len(jobs)))
+    report = tally(usable, {job.record.id: [t] for job, t in results})
     report["accuracy"] = report["groups"]["all"]["pass@1"] if usable else 0.0
     report["chance"] = report["groups"]["all"]["chance"] if usable else 0.0
     report["items"] = len(usable)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from data_pipelines.batch import Job, append_jsonl, run_jobs
 from data_pipelines.labels import check_verdict
 from data_pipelines.records import PreferenceRecord, presented_orders
 from eval.suites import Suite, load_suite
@@ -148,48 +149,38 @@ def run_suite(
     done = {r["key"] for r in read_predictions(out / "predictions.jsonl")}
     jobs = []
     for r in usable:
+        resolved = r.resolved(root)
         for v in range(settings.votes):
             if settings.pointwise and r.task != "pointwise":
                 for c in range(len(r.candidates)):
-                    jobs.append((f"{r.id}|v{v}|c{c}", r, v, c))
+                    key = f"{r.id}|v{v}|c{c}"
+                    jobs.append(Job(key, resolved, [0], key, pointwise_task(r, c, root), {"vote": v, "candidate": c}))
                 continue
             for o in orders(r, settings.swap, settings.seed, v):
-                jobs.append((f"{r.id}|v{v}|{''.join(map(str, o))}", r, v, o))
+                key = f"{r.id}|v{v}|{''.join(map(str, o))}"
+                jobs.append(Job(key, resolved, o, key, info={"vote": v}))
     # Each process takes its share of the full, deterministic job list, then skips what is already done (slicing
     # after filtering would let processes that start at different moments disagree on the shares).
-    jobs = [j for j in jobs[rank::world] if j[0] not in done]
-    engine = RolloutEngine(generator, settings=engine_settings)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm  # noqa: PLC0415
+    jobs = [j for j in jobs[rank::world] if j.key not in done]
 
-        bar = tqdm(total=len(jobs), desc=f"eval {suite.name}", unit="judgment")
-    right = total = 0
+    def write(pairs: list[tuple[Job, Trajectory]]) -> None:
+        rows = [prediction_row(j.key, j.record, j.info["vote"], t, j.info.get("candidate")) for j, t in pairs]
+        append_jsonl(pred_path, rows)
+
+    def accuracy(results: list[tuple[Job, Trajectory]]) -> dict[str, str]:
+        right = sum(check_verdict(j.record, t).correct for j, t in results if "candidate" not in j.info)
+        return {"acc": f"{right / len(results):.3f}"}
+
     started = time.perf_counter()
-    for i in range(0, len(jobs), settings.chunk):
-        chunk = jobs[i : i + settings.chunk]
-        tasks = [
-            pointwise_task(r, o, root) if isinstance(o, int) else r.resolved(root).to_task() for _, r, _, o in chunk
-        ]
-        trajs = engine.run(
-            tasks,
-            orders=[[0] if isinstance(o, int) else o for *_, o in chunk],
-            tools_on=settings.tools,
-            keys=[k for k, *_ in chunk],
-        )
-        rows = [prediction_row(k, r, v, t, o if isinstance(o, int) else None) for (k, r, v, o), t in zip(chunk, trajs)]
-        with pred_path.open("a", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        right += sum(r["correct"] for r in rows)
-        total += len(rows)
-        if bar is not None:
-            bar.update(len(chunk))
-            bar.set_postfix(acc=f"{right / total:.3f}")
-    if bar is not None:
-        bar.close()
+    run_jobs(
+        RolloutEngine(generator, settings=engine_settings),
+        jobs,
+        tools_on=settings.tools,
+        chunk=settings.chunk,
+        sink=write,
+        progress=f"eval {suite.name}" if progress else None,
+        postfix=accuracy,
+    )
     manifest = {
         "suite": suite.name,
         "items": len(usable),

@@ -19,8 +19,6 @@ from data_pipelines.records import PreferenceRecord
 from eval import metrics as M
 from eval.suites import Suite
 
-NOUN = {"image": "Image", "video": "Video", "answer": "Answer"}
-
 
 def _mean(xs: list) -> float | None:
     return sum(xs) / len(xs) if xs else None

@@ -205,25 +205,3 @@ def attach_adapter(model, adapter_dir: str | os.PathLike, merge: bool = False, t
 
 # Language-model linear layers only; the regex keeps LoRA off the vision tower's blocks.
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-
-
-def add_lora(
-    model,
-    r: int = 16,
-    alpha: int = 32,
-    dropout: float = 0.05,
-    target_modules: list[str] | str | None = None,
-):
-    """Wrap ``model`` with a fresh LoRA adapter on the language model's projections (vision tower untouched)."""
-    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
-
-    if target_modules is None:
-        target_modules = LORA_TARGETS
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none")
-    return get_peft_model(model, config)
-
-
-def vision_patch_factor(processor) -> int:
-    """Pixels per visual token side: patch_size * merge_size (28 for Qwen2.5-VL, 32 for Qwen3-VL)."""
-    ip = processor.image_processor
-    return int(ip.patch_size) * int(ip.merge_size)

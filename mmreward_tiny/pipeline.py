@@ -91,15 +91,15 @@ class Pipeline:
     # ---------------------------------------------------------------------------------------------------------------
     # Paths
 
-    def p(self, *parts: str) -> Path:
+    def path(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
 
     @property
     def world(self) -> Path:
-        return self.p("world")
+        return self.path("world")
 
     def checkpoint(self, stage: str) -> Path:
-        return self.p("model") if stage == "untrained" else self.p(stage)
+        return self.path("model") if stage == "untrained" else self.path(stage)
 
     def stage_recipe(self, stage: str) -> str:
         return str(RECIPES / self.recipe / f"{stage}.yaml")
@@ -128,7 +128,7 @@ class Pipeline:
         total = round(time.perf_counter() - started, 1)
         self.state["last_run_seconds"] = total
         self._save_state()
-        print(f"pipeline finished in {total:.0f}s; report: {self.p('report.md')}", flush=True)
+        print(f"pipeline finished in {total:.0f}s; report: {self.path('report.md')}", flush=True)
         return self.state
 
     def _save_state(self) -> None:
@@ -137,7 +137,7 @@ class Pipeline:
         tmp.write_text(json.dumps(self.state, indent=2))
         os.replace(tmp, self.state_file)
 
-    def sh(self, step: str, args: list[str]) -> str:
+    def command(self, step: str, args: list[str]) -> str:
         """Run ``mmreward ARGS`` (stdout to the step's log; stderr, where progress bars go, to the terminal and the
         log). Returns stdout; raises StepFailed with the log's tail on failure."""
         cmd = [sys.executable, "-m", "mmreward.cli", *[str(a) for a in args]]
@@ -172,18 +172,18 @@ class Pipeline:
     # Steps
 
     def done_model(self) -> bool:
-        return self.p("model", "config.json").is_file()
+        return self.path("model", "config.json").is_file()
 
     def step_model(self) -> None:
         """build the tiny model"""
-        shutil.rmtree(self.p("model"), ignore_errors=True)
-        args = ["init-tiny", self.p("model")]
+        shutil.rmtree(self.path("model"), ignore_errors=True)
+        args = ["init-tiny", self.path("model")]
         for k, v in self.cfg["model"].items():
             args += [f"--{k.replace('_', '-')}", v]
-        self.sh("model", args)
+        self.command("model", args)
 
     def done_world(self) -> bool:
-        return self.p("world", "manifest.json").is_file()
+        return self.path("world", "manifest.json").is_file() and self.path("world", "mmreward_judge.json").is_file()
 
     def step_world(self) -> None:
         """generate the synthetic world (judging items and learning-to-see data)"""
@@ -191,12 +191,12 @@ class Pipeline:
         scene = ["--seed", w["seed"], "--workers", "2"]
         if w.get("object_size"):
             scene += ["--object-size", *w["object_size"]]
-        self.sh("world", ["data", "synth", "--out", self.world, "--n", w["n"], *scene])
+        self.command("world", ["data", "synth", "--out", self.world, "--n", w["n"], *scene])
         args = ["tiny", "curriculum", "--out", self.world, "--see", w["see"], *scene]
         for warmup in WARMUPS:  # the warm-ups' rows, under world/see/<warm-up>/
             if w.get(warmup):
                 args += [f"--{warmup}", w[warmup]]
-        self.sh("world", args)
+        self.command("world", args)
 
     def _stage0_key(self) -> str:
         """The settings and the code that decide the stage-0 checkpoint: the model sizes, the world and stage-0
@@ -223,11 +223,11 @@ class Pipeline:
     @property
     def sft_start(self) -> Path:
         """The checkpoint cold-start SFT starts from: the last of stage 0's parts."""
-        return self.p(self._stage0_dirs()[-1])
+        return self.path(self._stage0_dirs()[-1])
 
     def done_see(self) -> bool:
         return all(
-            self.p(d, "manifest.json").is_file() and self.p(d, "model.safetensors").is_file()
+            self.path(d, "manifest.json").is_file() and self.path(d, "model.safetensors").is_file()
             for d in self._stage0_dirs()[1:]
         )
 
@@ -237,75 +237,76 @@ class Pipeline:
         caches = {d: cache if d == "see" else cache.with_name(f"{cache.name}-{d}") for d in self._stage0_dirs()}
         if all((c / "manifest.json").is_file() for c in caches.values()) and not self.force:
             for d, src in caches.items():
-                shutil.rmtree(self.p(d), ignore_errors=True)
-                shutil.copytree(src, self.p(d))
+                shutil.rmtree(self.path(d), ignore_errors=True)
+                shutil.copytree(src, self.path(d))
             print(f"  reused the cached stage-0 checkpoint {cache}", flush=True)
             return
         v = self.cfg.get("vision") or {}
-        self.sh(
+        self.command(
             "see",
             ["tiny", "vision", "--config", self.stage_recipe("vision"),
-             "--model_name_or_path", self.p("model"), "--output_dir", self.p("vision"),
+             "--model_name_or_path", self.path("model"), "--output_dir", self.path("vision"),
              *[x for k, val in v.items() for x in (f"--{k}", *(val if isinstance(val, list) else [val]))]],
         )  # fmt: skip
         s = self.cfg["see"]
-        self.sh(
+        self.command(
             "see",
             ["tiny", "see", "--config", self.stage_recipe("see"),
-             "--model_name_or_path", self.p("vision"),
+             "--model_name_or_path", self.path("vision"),
              "--chat_files", self.world / "see" / "train.jsonl",
              "--eval_see", self.world / "see" / "val.jsonl",
              "--eval_see_limit", s["eval_see_limit"],
              "--num_train_epochs", s["num_train_epochs"],
-             "--output_dir", self.p("see"), "--report_to", "tensorboard"],
+             "--output_dir", self.path("see"), "--report_to", "tensorboard"],
         )  # fmt: skip
         dirs = self._stage0_dirs()
         for prev, w in zip(dirs[1:], dirs[2:]):  # each warm-up starts from the step before it
             c = self.cfg[w]
-            self.sh(
+            self.command(
                 "see",
                 ["tiny", "see", "--config", self.stage_recipe(w),
-                 "--model_name_or_path", self.p(prev),
+                 "--model_name_or_path", self.path(prev),
                  "--chat_files", self.world / "see" / w / "train.jsonl",
                  "--eval_see", self.world / "see" / w / "val.jsonl",
                  "--eval_see_limit", c["eval_see_limit"], "--max_steps", c["max_steps"],
-                 "--output_dir", self.p(w), "--report_to", "tensorboard"],
+                 "--output_dir", self.path(w), "--report_to", "tensorboard"],
             )  # fmt: skip
         cache.parent.mkdir(parents=True, exist_ok=True)
         for d, dst in caches.items():
-            src = self.p(d)
+            src = self.path(d)
             shutil.rmtree(dst, ignore_errors=True)
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoint-*", "runs"))
 
     def done_distill(self) -> bool:
-        return self.p("distill", "manifest.json").is_file()
+        return self.path("distill", "manifest.json").is_file()
 
     def step_distill(self) -> None:
         """distill reference trajectories with the oracle teacher"""
-        self.sh(
+        self.command(
             "distill",
             ["data", "distill", "--records", self.world / "train.jsonl", "--teacher", "oracle",
-             "--out", self.p("distill"), "--swap", self.cfg["distill"]["swap"],
-             "--look", self.cfg["distill"].get("look", "zoom")],
+             "--out", self.path("distill"), "--swap", self.cfg["distill"]["swap"],
+             "--crop-policy", self.cfg["distill"].get("crop_policy", "zoom")],
         )  # fmt: skip
 
     def _train(self, stage: str, model: Path, extra: list[Any]) -> None:
         s = self.cfg[stage]
-        self.sh(
+        self.command(
             stage,
             ["train", stage, "--config", self.stage_recipe(stage), "--model_name_or_path", model,
              "--eval_records", self.world / "val.jsonl", "--eval_limit", s["eval_limit"],
              "--eval_max_new_tokens", s.get("eval_max_new_tokens", 224),
-             "--output_dir", self.p(stage), "--report_to", "tensorboard", *extra],
+             "--settings_file", self.world / "mmreward_judge.json",
+             "--output_dir", self.path(stage), "--report_to", "tensorboard", *extra],
         )  # fmt: skip
 
     def done_sft(self) -> bool:
-        return self.p("sft", "manifest.json").is_file()
+        return self.path("sft", "manifest.json").is_file()
 
     def step_sft(self) -> None:
         """cold-start SFT on the distilled trajectories"""
         s = self.cfg["sft"]
-        extra = ["--train_files", self.p("distill", "kept.jsonl"), "--num_train_epochs", s["num_train_epochs"]]
+        extra = ["--train_files", self.path("distill", "kept.jsonl"), "--num_train_epochs", s["num_train_epochs"]]
         # Keep the warm-ups' skills while the judge learns its trajectories: the first N rows of each.
         rows = [(w, s[f"{w}_rows"]) for w in WARMUPS if s.get(f"{w}_rows")]
         if rows:
@@ -314,46 +315,50 @@ class Pipeline:
         self._train("sft", self.sft_start, extra)
 
     def done_reject(self) -> bool:
-        return self.p("rejection", "report.json").is_file()
+        return self.path("rejection", "report.json").is_file()
 
     def step_reject(self) -> None:
         """rejection sampling from the SFT model (K samples per item, tools on)"""
         r = self.cfg["reject"]
-        self.sh(
+        self.command(
             "reject",
-            ["data", "reject", "--model", self.p("sft"), "--records", self.world / "train.jsonl",
-             "--out", self.p("rejection"), "--k", r["k"], "--limit", r["limit"],
+            ["data", "reject", "--model", self.path("sft"), "--records", self.world / "train.jsonl",
+             "--out", self.path("rejection"), "--k", r["k"], "--limit", r["limit"],
              "--temperature", r["temperature"], "--max-new-tokens", r["max_new_tokens"], "--world"],
         )  # fmt: skip
 
     def done_rft(self) -> bool:
-        return self.p("rft", "manifest.json").is_file()
+        return self.path("rft", "manifest.json").is_file()
 
     def step_rft(self) -> None:
         """RFT: SFT on the accepted trajectories, mixed with the cold-start data"""
-        files = [f for f in (self.p("rejection", "accepted.jsonl"), self.p("distill", "kept.jsonl")) if _nonempty(f)]
+        files = [
+            f for f in (self.path("rejection", "accepted.jsonl"), self.path("distill", "kept.jsonl")) if _nonempty(f)
+        ]
         self._train(
-            "rft", self.p("sft"), ["--train_files", *files, "--num_train_epochs", self.cfg["rft"]["num_train_epochs"]]
+            "rft",
+            self.path("sft"),
+            ["--train_files", *files, "--num_train_epochs", self.cfg["rft"]["num_train_epochs"]],
         )
 
     def done_grpo(self) -> bool:
-        return self.p("grpo", "manifest.json").is_file()
+        return self.path("grpo", "manifest.json").is_file()
 
     def step_grpo(self) -> None:
         """GRPO with multi-turn tool rollouts on the GRPO pool"""
         g = self.cfg["grpo"]
-        pool = self.p("rejection", "grpo_pool.jsonl")
+        pool = self.path("rejection", "grpo_pool.jsonl")
         records = pool if _nonempty(pool) else self.world / "train.jsonl"
         self._train(
             "grpo",
-            self.p("rft"),
+            self.path("rft"),
             ["--train_files", records, "--media_root", self.world, "--max_steps", g["max_steps"],
              "--limit", g["limit"], *(["--max_completion_length", g["max_completion_length"]]
                                       if g.get("max_completion_length") else [])],
         )  # fmt: skip
 
     def eval_dir(self, stage: str, split: str, tools: str) -> Path:
-        return self.p("eval", stage, f"{split}-tools_{tools}")
+        return self.path("eval", stage, f"{split}-tools_{tools}")
 
     def done_eval(self) -> bool:
         return (
@@ -363,7 +368,7 @@ class Pipeline:
                 for sp in self.cfg["eval"]["splits"]
                 for t in ("on", "off")
             )
-            and self.p("eval", "oracle.json").is_file()
+            and self.path("eval", "oracle.json").is_file()
         )
 
     def step_eval(self) -> None:
@@ -376,7 +381,7 @@ class Pipeline:
                     if (d / "metrics.json").is_file() and not self.force:
                         continue
                     print(f"  {stage} on {split}, tools {tools}", flush=True)
-                    self.sh(
+                    self.command(
                         "eval",
                         ["eval", "run", "--suite", f"synthetic_{split}", "--model", self.checkpoint(stage),
                          "--data", self.world, "--out", d, "--limit", e["limit"], "--tools", tools,
@@ -385,18 +390,18 @@ class Pipeline:
         from data_pipelines.synthetic.oracle import oracle_accuracy  # noqa: PLC0415
 
         oracle = {sp: oracle_accuracy(str(self.world), sp, limit=e.get("oracle_limit")) for sp in e["splits"]}
-        (self.p("eval", "oracle.json")).write_text(json.dumps(oracle, indent=2))
+        (self.path("eval", "oracle.json")).write_text(json.dumps(oracle, indent=2))
 
     def done_serve(self) -> bool:
-        return self.p("serve", "smoke.json").is_file()
+        return self.path("serve", "smoke.json").is_file()
 
     def step_serve(self) -> None:
         """smoke check: serve the final model and judge a few test pairs through the openai client"""
         from mmreward_tiny.report import serve_smoke  # noqa: PLC0415
 
-        result = serve_smoke(self.p("grpo"), self.world, self.cfg["serve"]["requests"])
-        self.p("serve").mkdir(exist_ok=True)
-        self.p("serve", "smoke.json").write_text(json.dumps(result, indent=2))
+        result = serve_smoke(self.path("grpo"), self.world, self.cfg["serve"]["requests"])
+        self.path("serve").mkdir(exist_ok=True)
+        self.path("serve", "smoke.json").write_text(json.dumps(result, indent=2))
 
     def done_report(self) -> bool:
         return False  # cheap: always rewritten from what is on disk

@@ -2,13 +2,9 @@
 
 ``scripts/diagnose_judge.py`` scores what a judge writes when it runs free, so an error early in a turn (a wrong
 list of objects) shows up again at every later step. This probe separates the comparison itself: it renders the
-oracle's own trajectories (``look="each"``) exactly as SFT trains on them, runs the judge over each one in a single
+oracle's own trajectories (``crop_policy="each"``) exactly as SFT trains on them, runs the judge over each one in a single
 forward pass, and at the first token of every match call ("That matches the prompt." or "But ...") asks which of
 the two the judge prefers, given the oracle's correct lists, checks and restated prompt before it.
-
-It is how the stop-27 change was found: the stop-26 judge's first call was right on only 0.73 of val pairs with the
-correct lists in context, while the lists it wrote itself singled out the faithful view 0.92 of the time. The fix
-was to spell the look-ups out (``oracle.check_lists``); after it the same number is 0.985.
 """
 
 from __future__ import annotations

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from data_pipelines.batch import mean_by_group
 from data_pipelines.labels import chance_accuracy, first_choices
 from data_pipelines.records import read_records
 from data_pipelines.synthetic.oracle import world_groups
 from mmreward_tiny.steps import STAGES, WARMUPS
 
-GOALS = {  # issue 9: after the pipeline, on the final checkpoint
+GOALS = {  # after the pipeline, on the final checkpoint
     "test image tasks (tools on)": ("test", "on", "visual=image", 0.85),
     "test video tasks (tools on)": ("test", "on", "visual=video", 0.75),
     "compositional (tools on)": ("compositional", "on", "all", 0.75),
@@ -34,21 +34,15 @@ def eval_groups(eval_dir: Path, records: dict[str, Any]) -> dict[str, Any] | Non
     if not pred.is_file():
         return None
     rows = [json.loads(x) for x in pred.read_text().splitlines() if x.strip()]
-    groups: dict[str, list[bool]] = defaultdict(list)
-    chance: dict[str, list[float]] = defaultdict(list)
-    for r in rows:
-        rec = records.get(r["record_id"])
-        if rec is None:
-            continue
-        for g in world_groups(rec):
-            groups[g].append(bool(r["correct"]))
-            chance[g].append(chance_accuracy(rec))
+    known = [(records[r["record_id"]], r) for r in rows if r["record_id"] in records]
+    accuracy, counts = mean_by_group((world_groups(rec), bool(r["correct"])) for rec, r in known)
+    chance, _ = mean_by_group((world_groups(rec), chance_accuracy(rec)) for rec, _ in known)
     n = max(1, len(rows))
     first = first_choices(r["verdict"] for r in rows)
     return {
-        "accuracy": {k: round(sum(v) / len(v), 4) for k, v in sorted(groups.items())},
-        "chance": {k: round(sum(v) / len(v), 4) for k, v in sorted(chance.items())},
-        "n": {k: len(v) for k, v in sorted(groups.items())},
+        "accuracy": accuracy,
+        "chance": chance,
+        "n": counts,
         "tool_call_rate": round(sum(r["tool_calls"] > 0 for r in rows) / n, 4),
         "parse_failure_rate": round(sum(r["verdict"] is None for r in rows) / n, 4),
         "first_is_better": round(sum(first) / len(first), 4) if first else None,
@@ -69,17 +63,17 @@ def collect(pipe) -> dict[str, Any]:
                 g = eval_groups(pipe.eval_dir(stage, sp, tools), records.get(sp, {}))
                 if g is not None:
                     evals.setdefault(stage, {}).setdefault(sp, {})[tools] = g
-    manifests = {s: _read(pipe.p(s, "manifest.json")) for s in ("vision", "see", *WARMUPS, "sft", "rft", "grpo")}
+    manifests = {s: _read(pipe.path(s, "manifest.json")) for s in ("vision", "see", *WARMUPS, "sft", "rft", "grpo")}
     return {
         "evals": evals,
-        "oracle": _read(pipe.p("eval", "oracle.json")),
+        "oracle": _read(pipe.path("eval", "oracle.json")),
         "vision": (manifests["vision"] or {}).get("summary"),
         "perception": (manifests["see"] or {}).get("summary", {}).get("perception"),
         "warmups": {w: (manifests[w] or {}).get("summary", {}).get("perception") for w in WARMUPS if manifests[w]},
         "summaries": {s: (m or {}).get("summary") for s, m in manifests.items()},
-        "distill": _read(pipe.p("distill", "summary.json")),
-        "rejection": _read(pipe.p("rejection", "report.json")),
-        "serve": _read(pipe.p("serve", "smoke.json")),
+        "distill": _read(pipe.path("distill", "summary.json")),
+        "rejection": _read(pipe.path("rejection", "report.json")),
+        "serve": _read(pipe.path("serve", "smoke.json")),
         "steps": pipe.state.get("steps", {}),
     }
 
@@ -316,12 +310,12 @@ of the synthetic world: overview images at most 112x112, 4 overview frames (`dat
 
 ## Use
 ```bash
-mmreward judge --model {pipe.p("grpo")} --prompt "a red circle" --image a.png --image b.png --swap both
-mmreward serve --model {pipe.p("grpo")} --port 8000     # /v1/judge, /v1/rewards, OpenAI-compatible chat
+mmreward judge --model {pipe.path("grpo")} --prompt "a red circle" --image a.png --image b.png --swap both
+mmreward serve --model {pipe.path("grpo")} --port 8000     # /v1/judge, /v1/rewards, OpenAI-compatible chat
 ```
 ```python
 from mmreward.judge import Judge
-judge = Judge.from_pretrained("{pipe.p("grpo")}")
+judge = Judge.from_pretrained("{pipe.path("grpo")}")
 print(judge.compare("a red circle", ["a.png", "b.png"]).outcome)
 ```
 """
@@ -388,7 +382,7 @@ def write_report(pipe) -> str:
             for k in ("global_step", "train_loss", "seconds", "train_trajectories", "chat_examples", "rows")
         }
         lines.append(f"- **{stage}**: {json.dumps({k: v for k, v in brief.items() if v is not None})}")
-        if (pipe.p(stage, "curves.png")).is_file():
+        if (pipe.path(stage, "curves.png")).is_file():
             lines.append(f"  ![{stage} curves]({stage}/curves.png)")
     g = data["summaries"].get("grpo") or {}
     if g.get("eval_before") or g.get("eval_after"):
@@ -412,7 +406,7 @@ def write_report(pipe) -> str:
         lines.append(f"- {step}: {info.get('seconds')}")
     (pipe.out / "report.md").write_text("\n".join(lines) + "\n")
     (pipe.out / "report.json").write_text(json.dumps({**data, "goals": checks}, indent=2, default=str))
-    final = pipe.p("grpo")
+    final = pipe.path("grpo")
     if final.is_dir():
         (final / "README.md").write_text(model_card(pipe, data, table))
     return (
@@ -459,7 +453,7 @@ def serve_smoke(model_dir: Path, world: Path, n_requests: int) -> dict[str, Any]
             )
         with JudgeClient(srv.url) as jc:
             group = jc.rewards(pairs[0].prompt, [world / c for c in pairs[0].candidates], mode="pairwise_winrate")
-        health = jc_health(srv.url)
+            health = jc.health()
     return {
         "requests": len(results),
         "all_answered": all(x["outcome"] for x in results),
@@ -468,9 +462,3 @@ def serve_smoke(model_dir: Path, world: Path, n_requests: int) -> dict[str, Any]
         "rewards_pairwise_winrate": {"rewards": group["rewards"], "failures": group["failures"]},
         "health": health,
     }
-
-
-def jc_health(url: str) -> dict[str, Any]:
-    import httpx  # noqa: PLC0415
-
-    return httpx.get(url + "/health", timeout=10).json()

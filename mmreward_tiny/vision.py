@@ -54,7 +54,7 @@ class VisionArguments:
     eval_images: int = field(default=128, metadata={"help": "held-out scenes measured before, during and after"})
     eval_steps: int = field(default=250, metadata={"help": "measure the held-out scenes every this many steps"})
     logging_steps: int = field(default=50, metadata={"help": "log the training loss every this many steps"})
-    seed: int = field(default=0)
+    seed: int = field(default=0, metadata={"help": "random seed (the scenes drawn and the data order)"})
 
 
 def parse(argv: list[str] | None):

@@ -1,6 +1,6 @@
 """Which step of a judge's reasoning fails on the synthetic world: perception, comparison, or verdict.
 
-Runs a checkpoint trained on the oracle's ``look="each"`` trajectories (the tiny-cpu pipeline's SFT, RFT or GRPO
+Runs a checkpoint trained on the oracle's ``crop_policy="each"`` trajectories (the tiny-cpu pipeline's SFT, RFT or GRPO
 judge) over a split's two-image items, tools on, each in a random presented order, and checks every step of what
 it wrote against the oracle's perception of the same pixels (:mod:`mmreward_tiny.curriculum.diagnose`):
 
@@ -87,7 +87,7 @@ def main() -> None:
         from mmreward_tiny.probe import oracle_calls, probe_calls  # noqa: PLC0415
         from train.render import Renderer  # noqa: PLC0415
 
-        oracle = RolloutEngine(OracleTeacher({r.id: r for r in records}, look="each"), settings=settings)
+        oracle = RolloutEngine(OracleTeacher({r.id: r for r in records}, crop_policy="each"), settings=settings)
         gold = oracle.run(
             [r.to_task(world) for r in records], orders=orders, tools_on=True, keys=[f"{r.id}|tf" for r in records]
         )

@@ -20,10 +20,10 @@ def main() -> None:
     ap.add_argument("--world", required=True, help="folder written by `mmreward data synth`")
     ap.add_argument("--split", default="test")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--look", choices=["zoom", "each"], default="zoom", help="the oracle's crop policy")
+    ap.add_argument("--crop-policy", choices=["zoom", "each"], default="zoom", help="the oracle's crop policy")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    report = oracle_accuracy(args.world, args.split, args.seed, look=args.look)
+    report = oracle_accuracy(args.world, args.split, args.seed, crop_policy=args.crop_policy)
     if args.json:
         print(json.dumps(report, indent=2))
         return

@@ -13,7 +13,8 @@ import pytest
 from fake_teacher import FakeTeacher
 from PIL import Image
 
-from data_pipelines.distill import DistillSettings, OpenAITeacher, TeacherSettings, distill, read_cache
+from data_pipelines.batch import JobCache
+from data_pipelines.distill import DistillSettings, OpenAITeacher, TeacherSettings, distill
 from data_pipelines.records import PreferenceRecord, read_records, write_records
 from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL, generate_world
 from data_pipelines.synthetic.oracle import OracleTeacher
@@ -186,7 +187,7 @@ def test_kill_and_resume(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         killed_at = time.time()
-        done = read_cache(cache)
+        done = JobCache(cache).done
         assert 12 <= len(done) < 48, "the run should be killed part-way"
         done_texts = set()
         for e in done.values():

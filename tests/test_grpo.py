@@ -40,6 +40,7 @@ def grpo_args(world, model_dir, out, *extra) -> list[str]:
         "--config", str(REPO / "train/recipes/tiny-cpu/grpo.yaml"),
         "--model_name_or_path", str(model_dir),
         "--train_files", str(world / "train.jsonl"),
+        "--settings_file", str(world / "mmreward_judge.json"),
         "--eval_records", "",
         "--output_dir", str(out),
         "--num_generations", "2",

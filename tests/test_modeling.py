@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mmreward.modeling import ModelLoadError, ModelSettings, add_lora, attach_adapter, load_model
+from mmreward.modeling import LORA_TARGETS, ModelLoadError, ModelSettings, attach_adapter, load_model
 
 
 def test_flash_attention_needs_cuda(tiny_model_dir):
@@ -31,7 +31,10 @@ def test_bad_settings_and_folders(tmp_path):
 
 def test_lora_attach_and_merge(tiny_model_dir, tmp_path):
     model, _ = load_model(tiny_model_dir)
-    peft_model = add_lora(model, r=4, alpha=8, dropout=0.0)
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=LORA_TARGETS, bias="none")
+    peft_model = get_peft_model(model, config)
     names = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     assert names and all("lora_" in n and "language_model" in n for n in names)
     with torch.no_grad():

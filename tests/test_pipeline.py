@@ -41,7 +41,7 @@ def test_pipeline_fast_end_to_end(tmp_path):
         assert f"| {title.replace(':', '')} |" in (out / "grpo" / "README.md").read_text()
     vision = json.loads((out / "vision" / "manifest.json").read_text())
     assert vision["stage"] == "vision" and vision["summary"]["after"]["colour"] >= 0
-    # The recipe's oracle looks at each candidate in turn (distill --look each): two-image trajectories crop
+    # The recipe's oracle looks at each candidate in turn (distill --crop-policy each): two-image trajectories crop
     # image_1, then image_2.
     kept = [json.loads(line) for line in (out / "distill" / "kept.jsonl").read_text().splitlines()]
     pairs = [t for t in kept if t["task"]["modality"] == "image" and len(t["task"]["candidates"]) == 2]
@@ -155,21 +155,21 @@ def test_warmups_chain_and_mix_into_sft(tmp_path, monkeypatch):
             (out / "manifest.json").write_text("{}")
         return ""
 
-    p.sh = sh
+    p.command = sh
     p.step_world()
     assert calls[0][:2] == ["data", "synth"] and calls[1][:2] == ["tiny", "curriculum"]
     assert calls[1][calls[1].index("--compare") + 1] == "400" and calls[1][calls[1].index("--crops") + 1] == "7"
     p.step_see()
     starts = {c[c.index("--output_dir") + 1]: c[c.index("--model_name_or_path") + 1] for c in calls[2:]}
     assert starts == {
-        str(p.p(b)): str(p.p(a))
+        str(p.path(b)): str(p.path(a))
         for a, b in (("model", "vision"), ("vision", "see"), ("see", "compare"), ("compare", "crops"))
     }
-    crops = next(c for c in calls if str(p.p("crops")) in c)
+    crops = next(c for c in calls if str(p.path("crops")) in c)
     assert str(p.world / "see" / "crops" / "train.jsonl") in crops and crops[crops.index("--max_steps") + 1] == "3"
     p.step_sft()
     sft = calls[-1]
-    assert sft[sft.index("--model_name_or_path") + 1] == str(p.p("crops"))
+    assert sft[sft.index("--model_name_or_path") + 1] == str(p.path("crops"))
     i = sft.index("--chat_files")
     assert sft[i + 1 : i + 3] == [str(p.world / "see" / w / "train.jsonl") for w in ("compare", "crops")]
     j = sft.index("--chat_limit")

@@ -23,7 +23,7 @@ def pairs(tmp_path_factory):
     generate_world(out, seed=5, splits={"val": 60}, kinds=["image"])
     records = [r for r in read_records(out / "val.jsonl") if r.task == "pairwise"][:12]
     engine = RolloutEngine(
-        OracleTeacher({r.id: r for r in records}, look="each"),
+        OracleTeacher({r.id: r for r in records}, crop_policy="each"),
         settings=EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS, verdict_mode="strict"),
     )
     rng = random.Random(0)
@@ -55,7 +55,7 @@ def test_probe_finds_every_call_and_scores_it(pairs, tiny_model):
     tok = processor.tokenizer
     but, match = call_tokens(tok)
     truth = [oracle_calls(t) for t in trajs]
-    assert all(len(c) == 2 for c in truth), truth  # look="each" describes both images
+    assert all(len(c) == 2 for c in truth), truth  # crop_policy="each" describes both images
     n_but = sum(not v for c in truth for v in c.values())
     assert 0 < n_but < 2 * len(trajs)
 

@@ -243,7 +243,7 @@ def test_lora_stages_chain_and_grpo_starts_from_rft_weights(like, tmp_path):
     assert all(torch.equal(got[k], expected[k]) for k in expected)
 
     argv = ["--config", str(REPO / "train/recipes/tiny-cpu/grpo.yaml"), "--model_name_or_path", str(tmp_path / "rft"),
-            "--train_files", str(world / "train.jsonl"), "--eval_records", "", "--output_dir", str(tmp_path / "grpo"),
+            "--train_files", str(world / "train.jsonl"), "--settings_file", str(world / "mmreward_judge.json"), "--eval_records", "", "--output_dir", str(tmp_path / "grpo"),
             "--num_generations", "2", "--per_device_train_batch_size", "2", "--max_completion_length", "32",
             "--max_steps", "1", "--report_to", "none", "--save_strategy", "no", "--limit", "2",
             "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8"]  # fmt: skip
@@ -296,7 +296,7 @@ def test_every_stage_on_a_release_shaped_checkpoint(like, family, tmp_path, real
     # GRPO with tools, a few steps, on the RFT adapter chain
     out = tmp_path / "grpo"
     argv = ["train", "grpo", "--config", str(REPO / "train/recipes/tiny-cpu/grpo.yaml"),
-            "--model_name_or_path", str(tmp_path / "rft"), "--train_files", str(world / "train.jsonl"),
+            "--model_name_or_path", str(tmp_path / "rft"), "--train_files", str(world / "train.jsonl"), "--settings_file", str(world / "mmreward_judge.json"),
             "--eval_records", "", "--output_dir", str(out), "--num_generations", "2",
             "--per_device_train_batch_size", "2", "--max_completion_length", "32", "--max_steps", "2",
             "--report_to", "none", "--save_strategy", "no", "--limit", "2", "--use_peft", "true",
@@ -353,7 +353,7 @@ def test_sharded_runs_evaluate_in_a_fresh_process(tiny_model_dir, tmp_path, monk
     monkeypatch.setattr(train.grpo, "sharded", lambda trainer: True)
     out = tmp_path / "grpo"
     argv = ["--config", str(REPO / "train/recipes/tiny-cpu/grpo.yaml"), "--model_name_or_path", str(tiny_model_dir),
-            "--train_files", str(world / "train.jsonl"), "--eval_records", str(world / "val.jsonl"),
+            "--train_files", str(world / "train.jsonl"), "--settings_file", str(world / "mmreward_judge.json"), "--eval_records", str(world / "val.jsonl"),
             "--eval_limit", "2", "--eval_max_new_tokens", "16", "--output_dir", str(out), "--num_generations", "2",
             "--per_device_train_batch_size", "2", "--max_completion_length", "32", "--max_steps", "1",
             "--report_to", "none", "--save_strategy", "no", "--limit", "2"]  # fmt: skip

@@ -50,6 +50,8 @@ def args(data, model_dir, out, *extra):
         str(model_dir),
         "--train_files",
         str(data / "distill" / "kept.jsonl"),
+        "--settings_file",
+        str(data / "world" / "mmreward_judge.json"),
         "--eval_records",
         "",
         "--output_dir",

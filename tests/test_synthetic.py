@@ -177,11 +177,11 @@ def test_oracle_reads_the_latest_view_first(oracle_runs):
 
 @pytest.fixture(scope="module")
 def each_runs(world, oracle_runs):
-    """The oracle with ``look="each"`` on the test split, tools on, in the same orders as ``oracle_runs``."""
+    """The oracle with ``crop_policy="each"`` on the test split, tools on, in the same orders as ``oracle_runs``."""
     out, _ = world
     records, _ = oracle_runs
     engine = RolloutEngine(
-        OracleTeacher({r.id: r for r in records}, look="each"),
+        OracleTeacher({r.id: r for r in records}, crop_policy="each"),
         settings=EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS, verdict_mode="strict"),
     )
     rng = random.Random(0)
@@ -192,7 +192,7 @@ def each_runs(world, oracle_runs):
 
 
 def test_oracle_looks_at_each_candidate_in_turn(world, oracle_runs, each_runs):
-    """``look="each"``: on two-image items the oracle crops image_1 then image_2 (the whole image when its shapes
+    """``crop_policy="each"``: on two-image items the oracle crops image_1 then image_2 (the whole image when its shapes
     are readable) and describes every view in the turn right after it, so each description is of the latest
     picture; it stays as accurate as the zoom policy."""
     out, _ = world
@@ -224,8 +224,8 @@ def test_oracle_looks_at_each_candidate_in_turn(world, oracle_runs, each_runs):
         return sum(check_verdict(r, t).correct for r, t in zip(records, ts)) / len(records)
 
     assert accuracy(trajs) >= accuracy(runs[True]) - 0.03
-    with pytest.raises(ValueError, match="look must be one of"):
-        OracleTeacher({}, look="peek")
+    with pytest.raises(ValueError, match="crop_policy must be one of"):
+        OracleTeacher({}, crop_policy="peek")
 
 
 def test_diagnosis_of_each_step(world, oracle_runs, each_runs):

@@ -15,14 +15,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-EVAL_FIELDS = (
-    "eval_records",
-    "eval_media_root",
-    "eval_limit",
-    "eval_tools",
-    "eval_max_new_tokens",
-    "world_settings",
-)
+from train.arguments import EVAL_FIELDS
 
 
 def main(argv: list[str] | None = None) -> int:

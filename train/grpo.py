@@ -52,6 +52,7 @@ from mmreward.generators import vision_token_ids
 from mmreward.protocol import build_conversation, image_budget_for, resolve_images
 from mmreward.settings import EngineSettings
 from mmreward.tools import Budget, Tool, ToolContext, ToolRegistry, default_registry
+from train.arguments import EvalArguments, settings_overrides
 from train.rewards import RewardSettings, make_reward_funcs
 from train.server_rounds import ServerRounds
 from train.sft import (
@@ -86,7 +87,7 @@ CURVE_KEYS = (
 
 
 @dataclass
-class GRPOScriptArguments:
+class GRPOScriptArguments(EvalArguments):
     """mmreward's own GRPO options (the rest is TRL's ``GRPOConfig`` and ``ModelConfig``)."""
 
     train_files: list[str] = field(
@@ -95,25 +96,28 @@ class GRPOScriptArguments:
     media_root: str | None = field(default=None, metadata={"help": "media folder (default: each file's folder)"})
     limit: int | None = field(default=None, metadata={"help": "use at most this many records"})
     swap: str = field(default="random", metadata={"help": "presented order per record: none | random | both"})
-    world_settings: bool = field(default=False, metadata={"help": "the synthetic world's visual/tool settings"})
-    max_tool_calls: int = 3
-    rewards: list[str] = field(default_factory=lambda: ["accuracy", "format", "tool"])
-    tool_bonus: float = 0.5
-    invalid_penalty: float = 0.1
-    length_target: int = 512
+    max_tool_calls: int = field(
+        default=3, metadata={"help": "tool calls per rollout (TRL's max_tool_calling_iterations wins when set)"}
+    )
+    rewards: list[str] = field(
+        default_factory=lambda: ["accuracy", "format", "tool"],
+        metadata={"help": "reward functions (train/rewards.py): accuracy, format, tool, length"},
+    )
+    tool_bonus: float = field(
+        default=0.5, metadata={"help": "tool reward: bonus for a right verdict after a successful tool call"}
+    )
+    invalid_penalty: float = field(default=0.1, metadata={"help": "tool reward: penalty per invalid tool call"})
+    length_target: int = field(
+        default=512, metadata={"help": "length reward: 0 up to this many tokens, down to -1 at twice it"}
+    )
     log_ratio_clamp: float | None = field(
         default=10.0, metadata={"help": "StableReinforce: clamp log(pi/pi_old) to +-this before exp (None: off)"}
     )
     advantage_outlier_sigma: float | None = field(
         default=3.0, metadata={"help": "StableReinforce: drop advantages beyond this many std (None: off)"}
     )
-    eval_records: str | None = field(default=None, metadata={"help": "records to judge before and after"})
-    eval_media_root: str | None = None
-    eval_limit: int | None = 100
-    eval_tools: bool = True
-    eval_max_new_tokens: int = 224
-    eval_before: bool = True
-    stage: str = "grpo"
+    eval_before: bool = field(default=True, metadata={"help": "judge eval_records before training too"})
+    stage: str = field(default="grpo", metadata={"help": "the stage name recorded in the manifest"})
 
 
 def parse(argv: list[str] | None = None) -> tuple[GRPOScriptArguments, GRPOConfig, ModelConfig]:
@@ -127,13 +131,9 @@ def engine_settings(
     """The engine settings rollouts use: the checkpoint's (see :mod:`mmreward.settings`), with the run's tool budget."""
     from mmreward.settings import resolve_engine_settings  # noqa: PLC0415
 
-    world = {}
-    if script.world_settings:
-        from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
-
-        world = {"visual": WORLD_VISUAL, "tools": WORLD_TOOLS}
     budget = Budget(max_tool_calls=script.max_tool_calls)
-    return resolve_engine_settings(model_dir, processor, max_turns=max_turns, budget=budget, **world)
+    overrides = settings_overrides(script.settings_file)
+    return resolve_engine_settings(model_dir, processor, max_turns=max_turns, budget=budget, **overrides)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
+from train.arguments import EVAL_FIELDS, EvalArguments, settings_overrides
 from train.collate import PackedCollator, PaddedCollator, attention_width, rope_function
 from train.render import (
     KIND_NAMES,
@@ -52,7 +53,7 @@ STAGING = ".staging"
 
 
 @dataclass
-class SFTScriptArguments:
+class SFTScriptArguments(EvalArguments):
     """mmreward's own SFT options (the rest is TRL's ``SFTConfig`` and ``ModelConfig``)."""
 
     train_files: list[str] = field(default_factory=list, metadata={"help": "trajectory JSONL files to train on"})
@@ -79,17 +80,11 @@ class SFTScriptArguments:
             "examples are rendered again each time they are used (a few ms each). 0: render every time"
         },
     )
-    freeze_vision_tower: bool = False
-    freeze_projector: bool = False
-    eval_records: str | None = field(default=None, metadata={"help": "records file to judge at the end"})
-    eval_media_root: str | None = None
-    eval_limit: int | None = 200
-    eval_tools: bool = True
-    eval_max_new_tokens: int = field(default=224, metadata={"help": "tokens per turn when judging eval_records"})
-    world_settings: bool = field(
-        default=False, metadata={"help": "judge eval_records with the synthetic world's visual/tool settings"}
+    freeze_vision_tower: bool = field(default=False, metadata={"help": "keep the vision encoder's weights fixed"})
+    freeze_projector: bool = field(
+        default=False, metadata={"help": "keep the vision-to-language projector (merger) fixed"}
     )
-    stage: str = "sft"
+    stage: str = field(default="sft", metadata={"help": "the stage name recorded in the manifest (sft, rft, ...)"})
 
 
 def parse(argv: list[str] | None = None, stage: str = "sft", extra: tuple[type, ...] = ()) -> tuple:
@@ -367,7 +362,7 @@ def _index_dataset(n: int, split: str):
     return Dataset.from_dict({"idx": list(range(n)), "split": [split] * n})
 
 
-class _Lookup:
+class IndexCollator:
     """Collate index rows: fetch each rendered example, then batch them (padded or packed)."""
 
     def __init__(self, datasets: dict[str, TrajectoryDataset], collator) -> None:
@@ -499,7 +494,7 @@ def run(
         args=cfg,
         train_dataset=_index_dataset(len(train), "train"),
         eval_dataset=_index_dataset(len(eval_ds), "eval") if eval_ds is not None else None,
-        data_collator=_Lookup({"train": train, "eval": eval_ds}, collator),
+        data_collator=IndexCollator({"train": train, "eval": eval_ds}, collator),
         processing_class=processor,
         peft_config=lora_config(model_args, model, train_projector=not script.freeze_projector),
     )
@@ -550,8 +545,6 @@ def evaluate_saved(model_dir: str | os.PathLike, script) -> dict:
     """:func:`evaluate_checkpoint` on a saved folder, in a fresh process (``python -m train.evaluate``)."""
     import tempfile  # noqa: PLC0415
 
-    from train.evaluate import EVAL_FIELDS  # noqa: PLC0415
-
     fields = {k: getattr(script, k) for k in EVAL_FIELDS}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "eval.json"
@@ -564,20 +557,15 @@ def evaluate_saved(model_dir: str | os.PathLike, script) -> dict:
 
 def evaluate_checkpoint(model, processor, script: SFTScriptArguments, model_dir: str | None = None) -> dict:
     """Greedy judging of ``eval_records`` (tools on by default): accuracy, by category and needs-tool. The engine
-    settings are the ones ``model_dir`` recorded (:func:`mmreward.settings.resolve_engine_settings`), or the
-    synthetic world's when ``world_settings`` asks for them."""
+    settings are the ones ``model_dir`` recorded (:func:`mmreward.settings.resolve_engine_settings`), or those of
+    ``settings_file`` when given."""
     from data_pipelines.records import read_records  # noqa: PLC0415
     from data_pipelines.rejection import judge_records  # noqa: PLC0415
     from mmreward.generators import SamplingSettings, TransformersGenerator  # noqa: PLC0415
     from mmreward.settings import resolve_engine_settings  # noqa: PLC0415
 
     records = read_records(script.eval_records)
-    world = {}
-    if script.world_settings:
-        from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
-
-        world = {"visual": WORLD_VISUAL, "tools": WORLD_TOOLS}
-    engine = resolve_engine_settings(model_dir, processor, **world)
+    engine = resolve_engine_settings(model_dir, processor, **settings_overrides(script.settings_file))
     model.eval()
     gen = TransformersGenerator(
         model, processor, SamplingSettings(max_new_tokens=script.eval_max_new_tokens, temperature=0.0)

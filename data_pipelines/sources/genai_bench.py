@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_pipelines.sources import Conversion, SourceError, load_rows, make, media_present, register
+from data_pipelines.sources.base import Conversion, SourceError, load_rows, make, media_present, register
 
 TASKS = ("image_generation", "image_edition", "video_generation")
 VOTES = {"leftvote": 0, "rightvote": 1, "tievote": None, "bothbad_vote": None}

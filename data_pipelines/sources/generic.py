@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from data_pipelines.sources import Conversion, SourceError, load_rows, make, media_present, register
+from data_pipelines.sources.base import Conversion, SourceError, load_rows, make, media_present, register
 
 DEFAULT_LABELS: dict[Any, Any] = {
     0: 0,

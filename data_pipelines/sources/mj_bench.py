@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_pipelines.sources import Conversion, SourceError, load_rows, make, media_present, register, require
+from data_pipelines.sources.base import Conversion, SourceError, load_rows, make, media_present, register, require
 
 
 def _alignment(path: Path, subset: str, root: str | None) -> list:

@@ -12,7 +12,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_pipelines.sources import Conversion, SourceError, literal, load_rows, make, media_present, register, require
+from data_pipelines.sources.base import (
+    Conversion,
+    SourceError,
+    literal,
+    load_rows,
+    make,
+    media_present,
+    register,
+    require,
+)
 
 ASPECTS = ("Alignment", "Safety", "Fineness", "Coherence & Consistency", "Bias")
 

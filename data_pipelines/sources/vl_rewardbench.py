@@ -12,7 +12,16 @@ import hashlib
 import re
 from pathlib import Path
 
-from data_pipelines.sources import Conversion, SourceError, literal, load_rows, make, media_present, register, require
+from data_pipelines.sources.base import (
+    Conversion,
+    SourceError,
+    literal,
+    load_rows,
+    make,
+    media_present,
+    register,
+    require,
+)
 
 FINE = {
     "RLAIF": "rlaif-v",
@@ -30,7 +39,6 @@ GROUPS = {
     "rlhf-v": "hallucination",
     "reasoning_tasks": "reasoning",
 }
-EXPECTED = {"general": 183, "hallucination": 749, "reasoning": 318}
 
 
 def fine_group(item_id: str) -> str:

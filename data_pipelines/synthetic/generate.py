@@ -69,6 +69,7 @@ from data_pipelines.synthetic.world import (
 )
 from mmreward.media import PixelBudget, sample_frame_indices, save_video, smart_resize
 from mmreward.protocol import VisualSettings
+from mmreward.settings import EngineSettings, save_engine_settings
 from mmreward.tools import ToolSettings
 
 SHAPE_PX = 6.0  # overview pixels from which a shape can be told (the pixel perceiver reaches ~90% here)
@@ -695,6 +696,8 @@ def generate_world(
         "seconds": round(items_s, 2),
         "items_per_minute": round(len(results) / max(items_s, 1e-9) * 60),
     }
+    # The visual and tool settings the needs-tool flags assume: stages judge the world with them (settings_file).
+    save_engine_settings(out, EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS))
     tmp = out / ".manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, out / "manifest.json")

@@ -252,7 +252,7 @@ def union_box_1000(blobs: list[Blob], image: Image.Image, pad: float = 0.8) -> l
 #   Every description is then about the latest picture, the one lookup the tiny backbone learns at once
 #   (scripts/probe_binding.py), and the verdict follows from text already written; a constant box is one the
 #   tiny backbone can emit (it cannot learn where objects are).
-LOOKS = ("zoom", "each")
+CROP_POLICIES = ("zoom", "each")
 FULL_BOX = [0, 0, 1000, 1000]
 
 
@@ -275,10 +275,10 @@ class OracleTeacher:
         record_of: Callable[[str], PreferenceRecord] | dict[str, PreferenceRecord],
         seed: int = 0,
         frames_per_call: int = 4,
-        look: str = "zoom",
+        crop_policy: str = "zoom",
     ) -> None:
-        if look not in LOOKS:
-            raise ValueError(f"look must be one of {', '.join(LOOKS)}, not {look!r}")
+        if crop_policy not in CROP_POLICIES:
+            raise ValueError(f"crop_policy must be one of {', '.join(CROP_POLICIES)}, not {crop_policy!r}")
         if isinstance(record_of, dict):
             table = record_of
             self.record_of = lambda key: table[key.split("|")[0]]
@@ -286,7 +286,7 @@ class OracleTeacher:
             self.record_of = record_of
         self.seed = seed
         self.frames_per_call = frames_per_call
-        self.look = look
+        self.crop_policy = crop_policy
         self.name = "oracle"
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -315,8 +315,8 @@ class OracleTeacher:
         names = [n for n in c.images if re.fullmatch(r"image_\d+", n)]
         crops = {src: obs for obs, src in _CROP_OBS.findall(c.tool_text)}
         overview = {n: perceive(c.images[n], min_area=1) for n in names}
-        if self.look == "each" and c.tools_on and len(names) > 1:
-            turn = self._look_each(desc, c, names, crops, overview)
+        if self.crop_policy == "each" and c.tools_on and len(names) > 1:
+            turn = self._crop_each(desc, c, names, crops, overview)
             if turn is not None:
                 return turn
         elif c.tools_on and c.calls_left > 0:
@@ -340,7 +340,7 @@ class OracleTeacher:
         lines = []
         verdicts = {}
         # The ``each`` policy described every crop but the latest in the turn after it arrived.
-        described = set(_crop_order(crops)[:-1]) if self.look == "each" else set()
+        described = set(_crop_order(crops)[:-1]) if self.crop_policy == "each" else set()
         # Describe the most recently shown view first. A student copies this order, and the one lookup the tiny
         # backbone learns at once is "the latest picture" (scripts/probe_binding.py: 1.00, against 0.5 for "the
         # picture labelled image_1"); its first finding is the one its later text leans on. The findings and the
@@ -393,7 +393,7 @@ class OracleTeacher:
         )
         return format_turn(" ".join(lines) + close, answer=overall)
 
-    def _look_each(self, desc: Description, c: _Ctx, names: list[str], crops: dict[str, str], overview):
+    def _crop_each(self, desc: Description, c: _Ctx, names: list[str], crops: dict[str, str], overview):
         """The next crop of the ``each`` policy, after describing the view that arrived last; None when done."""
         todo = [n for n in names if n not in crops]
         if not todo or c.calls_left <= 0:
@@ -592,39 +592,32 @@ def world_groups(record) -> list[str]:
 
 
 def oracle_accuracy(
-    world: str, split: str = "test", seed: int = 0, limit: int | None = None, look: str = "zoom"
+    world: str, split: str = "test", seed: int = 0, limit: int | None = None, crop_policy: str = "zoom"
 ) -> dict:
     """The oracle's accuracy with tools and from the overview alone (strict verdicts, a random presented order
     per item), by group (:func:`world_groups`), and its tool calls per item: the ceiling the world allows and
     what its tools are worth."""
-    import random  # noqa: PLC0415
-    from collections import defaultdict  # noqa: PLC0415
-
+    from data_pipelines.batch import Job, mean_by_group, run_jobs  # noqa: PLC0415
     from data_pipelines.labels import check_verdict  # noqa: PLC0415
-    from data_pipelines.records import read_records  # noqa: PLC0415
+    from data_pipelines.records import presented_orders, read_records  # noqa: PLC0415
     from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
     from mmreward.rollout import RolloutEngine  # noqa: PLC0415
     from mmreward.settings import EngineSettings  # noqa: PLC0415
 
     records = read_records(f"{world}/{split}.jsonl")[:limit]
     engine = RolloutEngine(
-        OracleTeacher({r.id: r for r in records}, seed=seed, look=look),
+        OracleTeacher({r.id: r for r in records}, seed=seed, crop_policy=crop_policy),
         settings=EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS, verdict_mode="strict"),
     )
-    rng = random.Random(seed)
-    orders = [[0] if r.task == "pointwise" else rng.sample([0, 1], 2) for r in records]
-    tasks = [r.to_task(world) for r in records]
+    jobs = [Job(f"{r.id}|x", r.resolved(world), presented_orders(r, "random", seed)[0], f"{r.id}|x") for r in records]
     report = {}
     for tools in (True, False):
-        trajs = engine.run(tasks, orders=orders, tools_on=tools, keys=[f"{r.id}|x" for r in records])
-        groups = defaultdict(list)
-        for r, t in zip(records, trajs):
-            ok = check_verdict(r, t).correct
-            for g in world_groups(r):
-                groups[g].append(ok)
+        results = run_jobs(engine, jobs, tools_on=tools, chunk=max(1, len(jobs)))
+        accuracy, n = mean_by_group((world_groups(j.record), check_verdict(j.record, t).correct) for j, t in results)
+        trajs = [t for _, t in results]
         report["tools" if tools else "overview_only"] = {
-            "accuracy": {k: round(sum(v) / len(v), 4) for k, v in sorted(groups.items())},
-            "n": {k: len(v) for k, v in sorted(groups.items())},
+            "accuracy": accuracy,
+            "n": n,
             "tool_calls_per_item": round(sum(len(t.tool_trace) for t in trajs) / max(1, len(trajs)), 3),
         }
     return report

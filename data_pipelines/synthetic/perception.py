@@ -103,10 +103,3 @@ def perceive(image: Image.Image, threshold: float = 45.0, min_area: int = 3, den
         blobs.append(Blob(colour, shape, (xs.start, ys.start, xs.stop, ys.stop), area, conf, noise, sharp))
     blobs.sort(key=lambda b: -b.area)
     return blobs
-
-
-def describe_blobs(blobs: list[Blob]) -> dict[tuple[str, str], int]:
-    counts: dict[tuple[str, str], int] = {}
-    for b in blobs:
-        counts[(b.colour, b.shape)] = counts.get((b.colour, b.shape), 0) + 1
-    return counts

@@ -306,13 +306,6 @@ def share_first_colour(desc: Description, rng: random.Random, combos: list[tuple
         desc.groups[1] = (c0, rng.choice(options), desc.groups[1][2])
 
 
-def possible_defects(desc: Description, combos: list[tuple[str, str]]) -> list[str]:
-    kinds = ["colour", "shape", "count"]
-    if desc.relation is not None:
-        kinds.append("relation")
-    return kinds
-
-
 def apply_defect(
     desc: Description,
     scene: Scene,
@@ -363,10 +356,3 @@ def apply_defect(
         arts = [*scene.artifacts, {"kind": kind, "object": i}]
         return Scene(scene.canvas, objs, arts), {"kind": kind, "object": i}
     raise ValueError(f"unknown defect {kind!r}")
-
-
-def defect_objects(info: dict[str, Any], scene: Scene, desc_after: Description | None = None) -> list[int]:
-    """Indices (in the defective scene) of the objects a defect concerns."""
-    if "object" in info:
-        return [info["object"]]
-    return list(range(len(scene.objects)))

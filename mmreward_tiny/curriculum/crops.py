@@ -1,6 +1,6 @@
 """One crop at a time: the judge's sentence about a candidate it looked at, learned without the pair around it.
 
-A judge on the oracle's ``look="each"`` trajectories crops image_1, says what it sees and whether that matches the
+A judge on the oracle's ``crop_policy="each"`` trajectories crops image_1, says what it sees and whether that matches the
 prompt, then does the same for image_2. In a world pair exactly one candidate is faithful, so the second call
 follows from the first: the tiny judge learns that ("not what I said about image_1") and makes its first call
 from the prior, never from the pixels (``scripts/diagnose_judge.py``). A row here is one candidate's crop alone,

@@ -1,6 +1,6 @@
 """Where a judge's reasoning goes wrong on the synthetic world's two-image items, step by step.
 
-A judge trained on the oracle's ``look="each"`` trajectories writes, for every candidate, the view it looked at,
+A judge trained on the oracle's ``crop_policy="each"`` trajectories writes, for every candidate, the view it looked at,
 what it sees there and whether that matches the prompt ("In obs_1 (the crop of image_1) I see a green square.
 That matches the prompt."), then a verdict. Each step can be checked on its own:
 

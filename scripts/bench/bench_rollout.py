@@ -54,6 +54,7 @@ def main() -> None:
                 "--config", str(REPO / "train/recipes/tiny-cpu/grpo.yaml"),
                 "--model_name_or_path", model,
                 "--train_files", records,
+                "--settings_file", "" if args.records else str(tmp / "world" / "mmreward_judge.json"),
                 "--eval_records", "",
                 "--output_dir", str(tmp / "out"),
                 "--max_steps", str(args.steps),
