@@ -72,7 +72,13 @@ def test_every_recipe_parses(recipe):
     refuses to construct on a CPU machine, so they are parsed with a CPU override and checked from the YAML."""
     raw = yaml.safe_load(recipe.read_text())
     cpu = ["--bf16", "false", "--use_cpu", "true"] if raw.get("bf16") else []
-    script, cfg, model_args = parse(["--config", str(recipe), *cpu])
+    if "eval_see" in raw:  # stage 0 of the embedded default: the SFT trainer plus its own options
+        from mmreward_tiny.see import SeeArguments
+
+        script, see, cfg, model_args = parse(["--config", str(recipe), *cpu], "see", extra=(SeeArguments,))
+        assert see.eval_see and script.chat_files
+    else:
+        script, cfg, model_args = parse(["--config", str(recipe), *cpu])
     assert (script.train_files or script.chat_files) and cfg.output_dir and model_args.model_name_or_path
     if "tiny-cpu" in str(recipe):
         assert cfg.use_cpu and not cfg.bf16 and script.pack
