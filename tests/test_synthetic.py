@@ -35,7 +35,8 @@ SPLITS = {"train": 60, "val": 8, "test": 150, "compositional": 40}
 def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("world")
     manifest = generate_world(out, seed=3, splits=SPLITS)
-    generate_see(out / "see", n=60, seed=3)  # the tiny model's curriculum, beside the world as the pipeline puts it
+    # The tiny model's curriculum, beside the world as the pipeline puts it.
+    manifest["see"] = generate_see(out / "see", n=60, seed=3)
     return out, manifest
 
 
