@@ -44,6 +44,7 @@ from typing import Any
 
 import yaml
 
+from mmreward_tiny.report import push_section, serve_smoke, write_report
 from mmreward_tiny.steps import RECIPES, REPO, STAGES, STEPS, WARMUPS
 
 # Source folders and files whose code shapes the stage-0 checkpoint (part of its cache key).
@@ -117,10 +118,13 @@ class Pipeline:
             label = f"[{k}/{len(steps)}] {step}"
             if done and not self.force:
                 print(f"{label}: done already (skipped; --force to redo)", flush=True)
+                if not self.path("report", f"{step}.json").is_file():  # a run folder from before sections existed
+                    push_section(self, step)
                 continue
             print(f"{label}: {getattr(self, f'step_{step}').__doc__.strip().splitlines()[0]}", flush=True)
             t0 = time.perf_counter()
             getattr(self, f"step_{step}")()
+            push_section(self, step)  # the numbers this step owns, for the report
             seconds = round(time.perf_counter() - t0, 1)
             self.state["steps"][step] = {"seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
             self._save_state()
@@ -397,7 +401,6 @@ class Pipeline:
 
     def step_serve(self) -> None:
         """smoke check: serve the final model and judge a few test pairs through the openai client"""
-        from mmreward_tiny.report import serve_smoke  # noqa: PLC0415
 
         result = serve_smoke(self.path("grpo"), self.world, self.cfg["serve"]["requests"])
         self.path("serve").mkdir(exist_ok=True)
@@ -408,7 +411,6 @@ class Pipeline:
 
     def step_report(self) -> None:
         """write report.md, plots and the final model card"""
-        from mmreward_tiny.report import write_report  # noqa: PLC0415
 
         table = write_report(self)
         print(table, flush=True)

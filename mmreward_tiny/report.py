@@ -1,5 +1,6 @@
 """The pipeline's report: a summary table (terminal and ``report.md``), plots, the goals check, the model card,
-and the judge-server smoke check. Everything is read from what the stages wrote (manifests, eval predictions);
+and the judge-server smoke check. Each step pushes the numbers it owns (:func:`push_section`, read from what the
+stage wrote: manifests, eval predictions) to ``<out>/report/``, and :func:`write_report` assembles those sections;
 nothing here trains or judges except the smoke check."""
 
 from __future__ import annotations
@@ -49,7 +50,29 @@ def eval_groups(eval_dir: Path, records: dict[str, Any]) -> dict[str, Any] | Non
     }
 
 
-def collect(pipe) -> dict[str, Any]:
+# --------------------------------------------------------------------------------------------------------------------
+# Sections: each step pushes the numbers it owns to <out>/report/<step>.json when it has run; the report is written
+# from those files alone.
+
+
+def _stage0_section(pipe) -> dict[str, Any]:
+    manifests = {s: _read(pipe.path(s, "manifest.json")) for s in ("vision", "see", *WARMUPS)}
+    return {
+        "vision": (manifests["vision"] or {}).get("summary"),
+        "perception": (manifests["see"] or {}).get("summary", {}).get("perception"),
+        "warmups": {w: (manifests[w] or {}).get("summary", {}).get("perception") for w in WARMUPS if manifests[w]},
+        "summaries": {s: (m or {}).get("summary") for s, m in manifests.items()},
+    }
+
+
+def _training_section(stage: str):
+    def section(pipe) -> dict[str, Any]:
+        return {"summaries": {stage: (_read(pipe.path(stage, "manifest.json")) or {}).get("summary")}}
+
+    return section
+
+
+def _eval_section(pipe) -> dict[str, Any]:
     splits = pipe.cfg["eval"]["splits"]
     records = {
         sp: {r.id: r for r in read_records(pipe.world / f"{sp}.jsonl")}
@@ -63,19 +86,51 @@ def collect(pipe) -> dict[str, Any]:
                 g = eval_groups(pipe.eval_dir(stage, sp, tools), records.get(sp, {}))
                 if g is not None:
                     evals.setdefault(stage, {}).setdefault(sp, {})[tools] = g
-    manifests = {s: _read(pipe.path(s, "manifest.json")) for s in ("vision", "see", *WARMUPS, "sft", "rft", "grpo")}
-    return {
-        "evals": evals,
-        "oracle": _read(pipe.path("eval", "oracle.json")),
-        "vision": (manifests["vision"] or {}).get("summary"),
-        "perception": (manifests["see"] or {}).get("summary", {}).get("perception"),
-        "warmups": {w: (manifests[w] or {}).get("summary", {}).get("perception") for w in WARMUPS if manifests[w]},
-        "summaries": {s: (m or {}).get("summary") for s, m in manifests.items()},
-        "distill": _read(pipe.path("distill", "summary.json")),
-        "rejection": _read(pipe.path("rejection", "report.json")),
-        "serve": _read(pipe.path("serve", "smoke.json")),
-        "steps": pipe.state.get("steps", {}),
+    return {"evals": evals, "oracle": _read(pipe.path("eval", "oracle.json"))}
+
+
+SECTIONS = {
+    "see": _stage0_section,
+    "distill": lambda pipe: {"distill": _read(pipe.path("distill", "summary.json"))},
+    "sft": _training_section("sft"),
+    "reject": lambda pipe: {"rejection": _read(pipe.path("rejection", "report.json"))},
+    "rft": _training_section("rft"),
+    "grpo": _training_section("grpo"),
+    "eval": _eval_section,
+    "serve": lambda pipe: {"serve": _read(pipe.path("serve", "smoke.json"))},
+}
+
+
+def push_section(pipe, step: str) -> None:
+    """Record what ``step`` produced for the report (steps without numbers of their own push nothing)."""
+    if step not in SECTIONS:
+        return
+    folder = pipe.path("report")
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f".{step}.json.tmp"
+    tmp.write_text(json.dumps(SECTIONS[step](pipe), indent=2, default=str))
+    tmp.replace(folder / f"{step}.json")
+
+
+def collect(pipe) -> dict[str, Any]:
+    """The report's data: every pushed section, in step order, and the pipeline's own timings."""
+    data: dict[str, Any] = {
+        "evals": {},
+        "oracle": None,
+        "vision": None,
+        "perception": None,
+        "warmups": {},
+        "summaries": {},
+        "distill": None,
+        "rejection": None,
+        "serve": None,
     }
+    for step in SECTIONS:
+        section = _read(pipe.path("report", f"{step}.json")) or {}
+        data["summaries"].update(section.pop("summaries", {}))
+        data.update(section)
+    data["steps"] = pipe.state.get("steps", {})
+    return data
 
 
 # How the report names each stage-0 warm-up (mmreward_tiny.pipeline.WARMUPS) and the rows it trains on.

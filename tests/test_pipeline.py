@@ -49,6 +49,10 @@ def test_pipeline_fast_end_to_end(tmp_path):
     grpo = json.loads((out / "grpo" / "manifest.json").read_text())["summary"]
     assert grpo["eval_before"] and grpo["eval_after"]
 
+    # Each step pushed the numbers it owns; the report was assembled from those sections.
+    assert {f.stem for f in (out / "report").glob("*.json")} == {
+        "see", "distill", "sft", "reject", "rft", "grpo", "eval", "serve"
+    }  # fmt: skip
     report = json.loads((out / "report.json").read_text())
     for stage in ("untrained", "see", "sft", "rft", "grpo"):
         for split in ("test", "compositional"):
@@ -174,3 +178,21 @@ def test_warmups_chain_and_mix_into_sft(tmp_path, monkeypatch):
     assert sft[i + 1 : i + 3] == [str(p.world / "see" / w / "train.jsonl") for w in ("compare", "crops")]
     j = sft.index("--chat_limit")
     assert sft[j + 1 : j + 3] == ["9", "4"]
+
+
+def test_report_is_assembled_from_the_sections_steps_pushed(tmp_path):
+    """The report reads only what steps pushed to <out>/report/, merged in step order, plus the step timings."""
+    import mmreward_tiny.pipeline as pl
+    from mmreward_tiny.report import collect, push_section
+
+    p = pl.Pipeline("tiny-cpu", tmp_path / "run", fast=True)
+    (p.path("sft")).mkdir(parents=True)
+    (p.path("sft", "manifest.json")).write_text(json.dumps({"summary": {"global_step": 3}}))
+    push_section(p, "sft")
+    push_section(p, "world")  # a step with no numbers of its own pushes nothing
+    (p.path("report", "serve.json")).write_text(json.dumps({"serve": {"requests": 2}}))
+    p.state["steps"] = {"sft": {"seconds": 1.0}}
+    data = collect(p)
+    assert data["summaries"] == {"sft": {"global_step": 3}} and data["serve"] == {"requests": 2}
+    assert data["evals"] == {} and data["steps"] == {"sft": {"seconds": 1.0}}
+    assert sorted(f.name for f in p.path("report").iterdir()) == ["serve.json", "sft.json"]
