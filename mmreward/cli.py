@@ -145,6 +145,16 @@ def _add_serve(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model-name", default="mmreward-judge", help="the id clients pass as `model`")
+    p.add_argument(
+        "--served-model-name",
+        action="append",
+        default=[],
+        metavar="NAME[=PROFILE]",
+        help="another name clients may pass as `model`, optionally with the reply profile its clients parse "
+        "(final_score, dimension_scores, think_answer, winner_json, pair_score, overall_judgment, mmreward); "
+        "repeat for several, e.g. --served-model-name UnifiedReward-7b-v1.5=final_score "
+        "--served-model-name UnifiedReward",
+    )
     p.add_argument("--token-file", help="file holding the bearer token (or set MMREWARD_API_TOKEN)")
     p.add_argument("--token", help="bearer token (visible in `ps`; prefer --token-file or MMREWARD_API_TOKEN)")
     p.add_argument("--max-batch", type=int, default=16, help="tasks per batched engine call (1 = no batching)")
@@ -155,7 +165,7 @@ def _add_serve(sub) -> None:
     p.add_argument("--allow-url-host", action="append", default=[], help="a host whose URLs may be fetched")
     p.add_argument("--allow-private-urls", action="store_true", help="let allowed hosts resolve to private IPs")
     p.add_argument("--max-body-mb", type=float, default=64.0)
-    p.add_argument("--max-images", type=int, default=16)
+    p.add_argument("--max-images", type=int, default=64, help="images per request, video frames sent as images included")
     p.add_argument("--max-image-pixels", type=int, default=16_777_216)
     p.add_argument("--max-video-seconds", type=float, default=120.0)
     p.add_argument("--max-new-tokens", type=int, default=256, help="per turn, unless a request asks otherwise")
@@ -335,10 +345,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_image_pixels=args.max_image_pixels,
         max_video_seconds=args.max_video_seconds,
     )
+    aliases = {}
+    for spec in args.served_model_name:
+        name, _, profile = spec.partition("=")
+        aliases[name.strip()] = profile.strip() or None
     settings = ServerSettings(
         host=args.host,
         port=args.port,
         model_name=args.model_name,
+        aliases=aliases,
         token=token,
         max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms,

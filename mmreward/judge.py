@@ -17,6 +17,7 @@ import math
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -195,12 +196,20 @@ class Judge:
         return self.judge(tasks, progress)
 
     def judge(
-        self, tasks: list[JudgeTask], progress: bool = False, settings: list[JudgeSettings] | None = None
+        self,
+        tasks: list[JudgeTask],
+        progress: bool = False,
+        settings: list[JudgeSettings] | None = None,
+        cancelled: Callable[[int], bool] | None = None,
     ) -> list[Judgment]:
         """Judge a batch of tasks; every (task, order, vote) trajectory runs in one batched engine call.
 
         ``settings`` gives each task its own swap/votes/tools/reward settings (the server batches requests
-        that asked for different ones); by default every task uses the judge's settings.
+        that asked for different ones); by default every task uses the judge's settings. ``cancelled(i)`` says
+        task ``i`` is no longer wanted: its trajectories stop at their next turn.
+
+        Trajectories come back grouped by task, presented order first, then vote: with ``votes=k`` and both orders,
+        trajectory ``o * k + v`` is vote ``v`` in order ``o``.
         """
         per_task = settings or [self.settings] * len(tasks)
         if len(per_task) != len(tasks):
@@ -212,11 +221,14 @@ class Judge:
                 runs.extend((i, order) for _ in range(per_task[i].votes))
         keys = [f"{tasks[i].id or f'item-{i}'}#{''.join(map(str, o))}#{k}" for k, (i, o) in enumerate(runs)]
         tools = [per_task[i].tools for i, _ in runs]
-        trajectories = self.engine.run([tasks[i] for i, _ in runs], [o for _, o in runs], tools, keys, progress)
+        stop = None if cancelled is None else (lambda r: cancelled(runs[r][0]))
+        trajectories = self.engine.run(
+            [tasks[i] for i, _ in runs], [o for _, o in runs], tools, keys, progress, cancelled=stop
+        )
         grouped: dict[int, list[Trajectory]] = {i: [] for i in range(len(tasks))}
         for (i, _), traj in zip(runs, trajectories):
             grouped[i].append(traj)
-        return [self._aggregate(tasks[i], grouped[i], per_task[i]) for i in range(len(tasks))]
+        return [self.aggregate(tasks[i], grouped[i], per_task[i]) for i in range(len(tasks))]
 
     @staticmethod
     def _orders(task: JudgeTask, s: JudgeSettings, rng: random.Random) -> list[list[int]]:
@@ -228,7 +240,8 @@ class Judge:
             return [[0, 1] if rng.random() < 0.5 else [1, 0]]
         return [[0, 1]]
 
-    def _aggregate(self, task: JudgeTask, trajs: list[Trajectory], s: JudgeSettings) -> Judgment:
+    def aggregate(self, task: JudgeTask, trajs: list[Trajectory], s: JudgeSettings) -> Judgment:
+        """One decision from trajectories of ``task`` (all of them, or one vote's across both orders)."""
         j = Judgment(task_id=task.id, outcome="failed", trajectories=trajs)
         verdicts = [(t, candidate_verdict(t)) for t in trajs]
         j.failures = [t.parse_failure or t.stop_reason for t, v in verdicts if v is None]

@@ -33,7 +33,7 @@ from PIL import Image, UnidentifiedImageError
 logger = logging.getLogger(__name__)
 
 ImageSource = str | os.PathLike | bytes | Image.Image
-VideoSource = str | os.PathLike | bytes
+VideoSource = "str | os.PathLike | bytes | VideoClip"
 
 
 class MediaError(ValueError):
@@ -134,6 +134,8 @@ def describe_source(source: object) -> str:
         return f"<{len(source)} bytes>"
     if isinstance(source, Image.Image):
         return f"<PIL image {source.width}x{source.height}>"
+    if isinstance(source, VideoClip):
+        return f"<{source.num_frames} frames, {source.width}x{source.height}>"
     return f"<{type(source).__name__}>"
 
 
@@ -406,6 +408,9 @@ def open_video(source: VideoSource, limits: MediaLimits = DEFAULT_LIMITS, backen
     cached by content, so opening the same file again (the other order of a swap, a later tool call) reuses
     the frames already decoded.
     """
+    if isinstance(source, VideoClip):  # already decoded (frames a client sent as images)
+        _check_video_limits(source, limits)
+        return source
     name, data, path = _source_bytes_or_path(source, limits)
     key = _cache_key(data, path) + f":{backend}"
     cached = CLIP_CACHE.get(key)
@@ -434,6 +439,21 @@ def open_video(source: VideoSource, limits: MediaLimits = DEFAULT_LIMITS, backen
     _check_video_limits(clip, limits)
     CLIP_CACHE.put(key, clip)
     logger.debug("opened %s with %s: %d frames at %.2f fps", name, b, num_frames, fps)
+    return clip
+
+
+def clip_from_frames(frames: list[Image.Image], fps: float = 1.0, name: str = "frames") -> VideoClip:
+    """A clip made of frames already decoded: a video that a client sent as a list of images (the reward clients
+    of Pref-GRPO and UnifiedReward sample 8 frames per video and send them as image parts). ``fps`` sets the
+    timestamps the judge is shown; the frames' own spacing in the source is unknown."""
+    if not frames:
+        raise MediaError(f"{name}: a video needs at least one frame")
+    rgb = [np.asarray(to_rgb(f)) for f in frames]
+    h, w = rgb[0].shape[:2]
+    if any(a.shape[:2] != (h, w) for a in rgb):
+        rgb = [np.asarray(to_rgb(f).resize((w, h))) for f in frames]
+    clip = VideoClip(name=name, num_frames=len(rgb), fps=fps, width=w, height=h, backend="frames")
+    clip._frames = dict(enumerate(rgb))
     return clip
 
 

@@ -43,6 +43,10 @@ from mmreward.verdict import AnswerSpec, TaskKind
 
 Modality = Literal["image", "video", "answer"]
 MEDIA_MARKER = re.compile(r"<<media:([A-Za-z0-9_]+)>>")
+# Text a client wrote that a tokenizer or the protocol would read as markup: special tokens (<|im_end|>, ...) and
+# the tags that Qwen tokenizers hold as single added tokens. Their "<" becomes a fullwidth one in user text.
+_MARKUP = re.compile(r"<(?=\|)|<(?=/?(?:think|answer|tool_call|tool_response|tools)>)")
+_SLOT = "\x00{}\x00"  # where user text goes while media markers are found; NUL never survives safe_text
 
 
 @dataclass
@@ -203,16 +207,30 @@ def system_prompt(task: JudgeTask, tools_on: bool, budget: Budget) -> str:
     )
 
 
+def safe_text(text: str) -> str:
+    """User-supplied text as the model should read it: no NUL, and no special-token or protocol-tag markup (a
+    prompt holding ``<|im_end|>`` would otherwise end the user turn inside the tokenizer)."""
+    return _MARKUP.sub("\uff1c", text.replace("\x00", ""))
+
+
 def user_text(task: JudgeTask, media_names: list[str], answers: list[str]) -> str:
+    """The user turn's text, with ``<<media:name>>`` where each medium goes."""
+    texts = [task.prompt.strip(), *answers]
+    return _fill(_user_template(task, media_names, len(answers)), texts)
+
+
+def _user_template(task: JudgeTask, media_names: list[str], n_answers: int) -> str:
+    """The user turn with slots instead of the client's text, so that only the template's own media markers are
+    markers: user text can never name a medium, however it is written."""
     template = {"pairwise": "user_pairwise.jinja", "pointwise": "user_pointwise.jinja", "multi": "user_multi.jinja"}
     spec = task.answer_spec
     return (
         load_template(template[task.kind])
         .render(
             modality=task.modality,
-            prompt=task.prompt.strip(),
+            prompt=_SLOT.format(0),
             media=media_names,
-            answers=answers,
+            answers=[_SLOT.format(k + 1) for k in range(n_answers)],
             noun=spec.noun if task.modality != "answer" else "Answer",
             media_noun=task.media_kind,
             allow_tie=task.allow_tie,
@@ -221,6 +239,10 @@ def user_text(task: JudgeTask, media_names: list[str], answers: list[str]) -> st
         )
         .strip()
     )
+
+
+def _fill(text: str, texts: list[str]) -> str:
+    return re.sub("\x00(\\d+)\x00", lambda m: safe_text(texts[int(m.group(1))]), text)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -295,16 +317,17 @@ def build_conversation(
                 parts.append({"type": "image", "ref": frame_name})
             media_parts[name] = parts
 
-    text = user_text(task, names, answers)
+    text = _user_template(task, names, len(answers))
+    texts = [task.prompt.strip(), *answers]
     content: list[dict[str, Any]] = []
     pos = 0
     for m in MEDIA_MARKER.finditer(text):
         if m.start() > pos:
-            content.append({"type": "text", "text": text[pos : m.start()]})
+            content.append({"type": "text", "text": _fill(text[pos : m.start()], texts)})
         content.extend(media_parts[m.group(1)])
         pos = m.end()
     if pos < len(text):
-        content.append({"type": "text", "text": text[pos:]})
+        content.append({"type": "text", "text": _fill(text[pos:], texts)})
     content = _merge_text(content)
 
     messages = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ class _State:
     started: float
     done: bool = False
     well_formed: bool = True
+    index: int = 0  # position in the run's input
 
 
 class RolloutEngine:
@@ -58,6 +60,7 @@ class RolloutEngine:
         self.generator = generator
         self.registry = registry or default_registry()
         self.settings = settings or EngineSettings()
+        self._cancelled: Callable[[int], bool] | None = None
 
     def _start(self, task: JudgeTask, order: list[int] | None, tools_on: bool, key: str) -> _State:
         s = self.settings
@@ -110,15 +113,20 @@ class RolloutEngine:
         tools_on: bool | list[bool] = True,
         keys: list[str] | None = None,
         progress: bool = False,
+        cancelled: Callable[[int], bool] | None = None,
     ) -> list[Trajectory]:
         """Judge every task; returns one trajectory per task, in input order. ``tools_on`` is one setting for
-        all tasks or one per task."""
+        all tasks or one per task. ``cancelled(i)`` is asked before each of input ``i``'s turns: once true, that
+        trajectory stops (``stop_reason`` "cancelled"), so work nobody waits for any more ends at its next turn."""
         orders = orders or [None] * len(tasks)
         keys = keys or [t.id or f"item-{i}" for i, t in enumerate(tasks)]
         tools = [tools_on] * len(tasks) if isinstance(tools_on, bool) else list(tools_on)
         if not len(tasks) == len(orders) == len(keys) == len(tools):
             raise ValueError("tasks, orders, keys and tools_on must have the same length")
         states = [self._start(t, o, on, k) for t, o, on, k in zip(tasks, orders, tools, keys)]
+        for i, st in enumerate(states):
+            st.index = i
+        self._cancelled = cancelled
         bar = None
         if progress:
             from tqdm.auto import tqdm  # noqa: PLC0415
@@ -147,6 +155,9 @@ class RolloutEngine:
         requests, ready = [], []
         for st in chunk:
             t = st.traj
+            if self._cancelled is not None and self._cancelled(st.index):
+                self._finish(st, "cancelled", parse_failure="cancelled: the client stopped waiting")
+                continue
             if t.num_turns >= s.max_turns:
                 self._finish(st, "max_turns", parse_failure=f"no answer within max_turns={s.max_turns}")
                 continue

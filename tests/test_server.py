@@ -175,10 +175,7 @@ def test_the_openai_client_unchanged(tiny_model_dir):
         image = {"type": "image_url", "image_url": {"url": encode_media(red_image(120))}}
         out = client.chat.completions.create(
             model="mmreward-judge",
-            messages=[
-                {"role": "system", "content": "You are a judge."},
-                {"role": "user", "content": [{"type": "text", "text": "a red square"}, image, image]},
-            ],
+            messages=[{"role": "user", "content": [{"type": "text", "text": "a red square"}, image, image]}],
             n=3,
             max_tokens=12,
             extra_body={"mmreward": {"tools": True}},
@@ -186,6 +183,15 @@ def test_the_openai_client_unchanged(tiny_model_dir):
         assert len(out.choices) == 3 and all(isinstance(c.message.content, str) for c in out.choices)
         assert out.usage.prompt_tokens > 0 and out.usage.completion_tokens > 0
         assert out.model_extra["mmreward"]["object"] == "judgment"
+        # a system prompt the judge would not use is refused, not dropped
+        with pytest.raises(openai.BadRequestError, match="system message"):
+            client.chat.completions.create(
+                model="mmreward-judge",
+                messages=[
+                    {"role": "system", "content": "You are a judge."},
+                    {"role": "user", "content": [{"type": "text", "text": "a red square"}, image, image]},
+                ],
+            )
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=srv.url + "/v1", api_key="wrong-token", max_retries=0).models.list()
         with pytest.raises(openai.NotFoundError):
@@ -228,6 +234,7 @@ def hostile_server(real_video_pair):
     lim = RequestLimits(
         max_body_bytes=3 * 1024 * 1024,
         max_images=4,
+        max_items=4,
         max_n=4,
         max_tokens=512,
         max_text_chars=2000,
@@ -270,7 +277,7 @@ def _hostile_cases(video_path: Path):
         ("huge max_tokens", "/v1/judge", {**_good_body(), "max_tokens": 10**9}, 400, "limit_exceeded"),
         ("long prompt", "/v1/judge", {**_good_body(), "prompt": "x" * 5000}, 400, "limit_exceeded"),
         (
-            "too many images",
+            "too many reward items",
             "/v1/rewards",
             {"prompt": "r", "items": [encode_media(red_image(1))] * 5},
             400,
@@ -334,7 +341,8 @@ def test_hostile_inputs_are_refused_cleanly_while_valid_requests_succeed(hostile
             assert ok.status_code == 200 and ok.json()["preferred"] == 0, (name, ok.text[:300])
         # bodies that are not JSON, too big, or unauthenticated
         r = http.post("/v1/judge", content=b"{not json", headers={"Content-Type": "application/json"})
-        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json", r.text
+        assert r.json()["error"]["param"] is None and "not valid JSON" in r.json()["error"]["message"]
         big = http.post("/v1/judge", content=b"x" * (4 * 1024 * 1024), headers={"Content-Type": "application/json"})
         assert big.status_code == 413 and big.json()["error"]["param"] == "max_body_bytes"
         limit_named = http.post("/v1/judge", json={**_good_body(), "votes": 99, "temperature": 1}).json()["error"]

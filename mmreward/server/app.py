@@ -5,15 +5,18 @@ Endpoints:
 
 * ``POST /v1/judge``: one judgment (pairwise, pointwise, multi-dimensional; images, videos or answers):
   verdict, scores, reasoning, tool trace and timings.
-* ``POST /v1/rewards``: rewards for a generator's group of N items: ``pointwise`` (a score per item) or
-  ``pairwise_winrate`` (each item's win rate against every other item of the group, as Pref-GRPO does). A
-  failed item is reported in ``failures`` with a ``null`` reward, never scored 0.
-* ``POST /v1/chat/completions``: OpenAI-compatible. The last user message's text is the prompt; its one or two
-  images (``image_url`` data URLs) or videos (``video_url``) are the candidates (pointwise / pairwise); each of
-  the ``n`` choices is one judging trajectory (reasoning, tool calls, ``<answer>``). Extra options go in
-  ``mmreward`` (``extra_body`` in the ``openai`` client): ``kind``, ``dimensions``, ``allow_tie``, ``tools``,
-  ``swap``, and ``candidates`` (answer texts, the images then being what the question is about).
+* ``POST /v1/rewards``: rewards for a generator's groups of items (one group, or a whole RL batch of them):
+  ``pointwise`` (a score per item) or ``pairwise_winrate`` (each item's win rate against every other item of its
+  group, as Pref-GRPO does). A failed item is reported in ``failures`` with a ``null`` reward (or the request's
+  ``failure_value``) and never fails its neighbours.
+* ``POST /v1/chat/completions``: OpenAI-compatible, and a drop-in for the reward clients of flow_grpo, Pref-GRPO,
+  MixGRPO and UnifiedReward (see :mod:`mmreward.server.chat` and :mod:`mmreward.server.replies`): their
+  instruction templates are recognised, frame lists become clips, and the verdict is written the way each
+  client parses it. Extra options go in ``mmreward`` (``extra_body`` in the ``openai`` client).
 * ``GET /health`` (no token needed), ``GET /v1/models``, ``GET /metrics`` (Prometheus).
+
+When a client disconnects or its request times out, its queued work is dropped and its running trajectories
+stop at their next turn (``mmreward_cancelled_total``).
 
 Errors are JSON in OpenAI's shape, ``{"error": {"message", "type", "code", "param"}}``; a limit that was
 exceeded is named in ``param``. No stack trace ever reaches a client.
@@ -25,7 +28,6 @@ import asyncio
 import hmac
 import logging
 import time
-import uuid
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -39,11 +41,12 @@ from mmreward.generators import SamplingSettings
 from mmreward.judge import Judge, JudgeSettings, Judgment
 from mmreward.protocol import JudgeTask
 from mmreward.server.batcher import Batcher, QueueFull
+from mmreward.server.chat import ChatRequests, choices, completion_id
 from mmreward.server.inputs import MediaResolver, RequestError
 from mmreward.server.metrics import ServerMetrics
 from mmreward.server.schemas import ChatCompletionRequest, JudgeRequest, RewardsRequest
 from mmreward.server.settings import ServerSettings
-from mmreward.server.tasks import RequestTasks
+from mmreward.server.tasks import RequestTasks, group_rewards
 from mmreward.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
@@ -126,12 +129,21 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
     judge.engine.settings.limits = lim.media_limits()
     default_max_tokens = getattr(getattr(judge.engine.generator, "sampling", None), "max_new_tokens", 256)
     requests = RequestTasks(MediaResolver(settings), lim, default_max_tokens)
+    served = settings.served_names
+    chats = ChatRequests(requests, served)
 
     def on_batch(n_tasks: int, seconds: float) -> None:
         metrics.batch_size.observe(n_tasks)
         metrics.batch_seconds.observe(seconds)
 
-    batcher = Batcher(judge, settings.max_batch, settings.batch_wait_ms, settings.max_queue, on_batch)
+    batcher = Batcher(
+        judge,
+        settings.max_batch,
+        settings.batch_wait_ms,
+        settings.max_queue,
+        on_batch,
+        on_cancel=lambda stage: metrics.cancelled.labels(stage).inc(),
+    )
     state = {"shutting_down": False}
 
     @asynccontextmanager
@@ -184,6 +196,16 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             problems.append(f"{where or 'body'}: {e.get('msg', 'invalid')}")
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":  # its location is a character offset, not a field
+            return JSONResponse(
+                error_body(
+                    f"the request body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')} at "
+                    f"character {first.get('loc', ('', '?'))[-1]})",
+                    "invalid_request_error",
+                    "invalid_json",
+                ),
+                400,
+            )
         param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
         return JSONResponse(
             error_body("invalid request: " + "; ".join(problems), "invalid_request_error", "invalid_request", param),
@@ -204,21 +226,36 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         return JSONResponse(error_body("internal error; see the server log", "server_error", "internal_error"), 500)
 
     # ---------------------------------------------------------------------------------------------------------------
-    async def run_tasks(tasks: list[JudgeTask], js: list[JudgeSettings], sampling: SamplingSettings):
+    async def run_tasks(
+        request: Request,
+        tasks: list[JudgeTask],
+        js: list[JudgeSettings],
+        sampling: SamplingSettings,
+        budget_tokens: int | None = None,
+    ):
         if state["shutting_down"]:
             raise RequestError(503, "shutting_down", "the server is shutting down")
         try:
-            judgments, job = await asyncio.wait_for(
-                batcher.submit(tasks, js, sampling), timeout=settings.request_timeout_s
-            )
+            job = batcher.enqueue(tasks, js, sampling, budget_tokens)
         except QueueFull as exc:
             metrics.errors.labels("queue_full").inc()
             raise _Busy(str(exc)) from None
-        except asyncio.TimeoutError:
-            metrics.errors.labels("timeout").inc()
-            raise RequestError(
-                504, "timeout", f"no judgment within request_timeout_s={settings.request_timeout_s}"
-            ) from None
+        deadline = time.perf_counter() + settings.request_timeout_s
+        # Watch the client while the job waits or runs: one that went away gets its work cancelled.
+        while not job.future.done():
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                job.cancel()
+                metrics.errors.labels("timeout").inc()
+                raise RequestError(
+                    504, "timeout", f"no judgment within request_timeout_s={settings.request_timeout_s}"
+                )
+            await asyncio.wait({job.future}, timeout=min(0.1, left))
+            if not job.future.done() and await request.is_disconnected():
+                job.cancel()
+                metrics.errors.labels("client_gone").inc()
+                raise RequestError(499, "client_closed_request", "the client went away")
+        judgments = job.future.result()
         for j in judgments:
             for t in j.trajectories:
                 metrics.trajectories.labels(t.stop_reason).inc()
@@ -256,7 +293,7 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
     async def models():
         return {
             "object": "list",
-            "data": [{"id": settings.model_name, "object": "model", "created": 0, "owned_by": "mmreward"}],
+            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "mmreward"} for name in served],
         }
 
     @app.get("/metrics")
@@ -266,62 +303,58 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
 
     # ---------------------------------------------------------------------------------------------------------------
     @app.post("/v1/judge")
-    async def judge_one(req: JudgeRequest):
+    async def judge_one(req: JudgeRequest, request: Request):
         start = time.perf_counter()
         sampling = requests.sampling(req)
         task = await run_in_threadpool(requests.judge_task, req)
-        (judgment,), timings = await run_tasks([task], [requests.judge_settings(req)], sampling)
+        (judgment,), timings = await run_tasks(request, [task], [requests.judge_settings(req)], sampling)
         timings["total_s"] = round(time.perf_counter() - start, 4)
         return judgment_json(judgment, timings, req.return_trajectories)
 
     @app.post("/v1/rewards")
-    async def rewards(req: RewardsRequest):
+    async def rewards(req: RewardsRequest, request: Request):
         start = time.perf_counter()
         sampling = requests.sampling(req)
-        items, prompts = requests.reward_prompts(req)
-        loaded, failed = await run_in_threadpool(requests.load_group, req, items)
-        pairs, tasks = requests.reward_tasks(req, prompts, loaded, failed)
+        groups = requests.reward_groups(req)
+        loaded, failed = await run_in_threadpool(requests.load_groups, req, groups)
+        pairs, tasks = requests.reward_tasks(req, groups, loaded, failed)
         judgments: list[Judgment] = []
         timings: dict[str, Any] = {}
         if tasks:
-            judgments, timings = await run_tasks(tasks, [requests.judge_settings(req)] * len(tasks), sampling)
-        body = group_rewards(req, len(items), pairs, judgments, failed)
+            js = [requests.judge_settings(req)] * len(tasks)
+            judgments, timings = await run_tasks(request, tasks, js, sampling)
+        body = group_rewards(req, groups, pairs, judgments, failed)
         timings["total_s"] = round(time.perf_counter() - start, 4)
         body["timings"] = timings
         return body
 
     @app.post("/v1/chat/completions")
-    async def chat(req: ChatCompletionRequest):
+    async def chat(req: ChatCompletionRequest, request: Request):
         start = time.perf_counter()
-        if req.model != settings.model_name:
+        if req.model not in served:
             raise RequestError(
-                404, "model_not_found", f"model {req.model!r} is not served here; use {settings.model_name!r}", "model"
+                404, "model_not_found", f"model {req.model!r} is not served here; use one of {sorted(served)}", "model"
             )
-        parts, options = requests.chat_parts(req)
-        sampling = requests.sampling(options)
-        task = await run_in_threadpool(requests.chat_task, parts)
-        (judgment,), timings = await run_tasks([task], [requests.judge_settings(options)], sampling)
-        choices = []
-        for i, t in enumerate(judgment.trajectories):
-            finish = "stop" if t.stop_reason in ("answer", "parse_failure") else "length"
-            choices.append(
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": transcript(t)},
-                    "finish_reason": finish,
-                    "logprobs": None,
-                }
-            )
-        prompt_tokens = sum(t.prompt_tokens for t in judgment.trajectories)
-        completion_tokens = sum(t.completion_tokens for t in judgment.trajectories)
+        plan = chats.plan(req, served[req.model])
+        sampling = requests.sampling(plan.options)
+        tasks = await run_in_threadpool(chats.tasks, plan)
+        judgments, timings = await run_tasks(
+            request, tasks, [plan.settings] * len(tasks), sampling, plan.budget_tokens
+        )
+        trajs = [t for j in judgments for t in j.trajectories]
+        prompt_tokens = sum(t.prompt_tokens for t in trajs)
+        completion_tokens = sum(t.completion_tokens for t in trajs)
         timings["total_s"] = round(time.perf_counter() - start, 4)
-        summary = judgment_json(judgment, timings, False)
+        summary = judgment_json(judgments[0], timings, False)
+        if len(judgments) > 1:
+            summary["candidates"] = [judgment_json(j, {}, False) for j in judgments]
+        summary.update(reply=plan.reply, scale=plan.scale, template=plan.template)
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "id": completion_id(),
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": settings.model_name,
-            "choices": choices,
+            "model": req.model,
+            "choices": choices(judge, plan, tasks, judgments),
             "usage": {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
@@ -343,21 +376,6 @@ def _authorized(request: Request, token: str) -> bool:
     if scheme.lower() != "bearer":
         return False
     return hmac.compare_digest(given.strip().encode(), token.encode())
-
-
-def transcript(t: Trajectory) -> str:
-    """A trajectory as one assistant message: every turn, with tool observations summarised in brackets."""
-    lines = []
-    for m in t.messages[2:]:
-        if m["role"] == "assistant":
-            lines.append(m["content"][0]["text"])
-        else:
-            texts = " ".join(p.get("text", "") for p in m["content"] if p.get("type") == "text").strip()
-            images = [p["ref"] for p in m["content"] if p.get("type") == "image"]
-            lines.append(f"[tool result: {texts}{' ' + ', '.join(images) if images else ''}]")
-    if t.parse_failure and t.stop_reason != "answer":
-        lines.append(f"[no verdict: {t.parse_failure}]")
-    return "\n".join(lines)
 
 
 def trajectory_summary(t: Trajectory) -> dict[str, Any]:
@@ -387,49 +405,3 @@ def judgment_json(j: Judgment, timings: dict[str, Any], with_trajectories: bool)
         "completion_tokens": sum(t.completion_tokens for t in j.trajectories),
     }
     return body
-
-
-def group_rewards(
-    req: RewardsRequest,
-    n: int,
-    pairs: list[tuple[int, ...]],
-    judgments: list[Judgment],
-    failed: dict[int, str],
-) -> dict[str, Any]:
-    """Per-item rewards from pointwise scores or from pairwise win rates; failures stay visible."""
-    rewards: list[float | None] = [None] * n
-    details: list[dict[str, Any]] = [{"index": i} for i in range(n)]
-    failures = [{"index": i, "reason": r} for i, r in sorted(failed.items())]
-    if req.mode == "pointwise":
-        for (i,), j in zip(pairs, judgments):
-            details[i].update(outcome=j.outcome, score=j.score, dimensions=j.dimensions)
-            if j.score is None:
-                failures.append({"index": i, "reason": "; ".join(j.failures) or j.outcome})
-                continue
-            rewards[i] = (j.score - 1.0) / 9.0 if req.normalize else j.score
-    else:
-        wins = [0.0] * n
-        played = [0] * n
-        unresolved = [0] * n
-        for (a, b), j in zip(pairs, judgments):
-            if j.outcome == "failed":
-                unresolved[a] += 1
-                unresolved[b] += 1
-                continue
-            played[a] += 1
-            played[b] += 1
-            if j.outcome == "prefer":
-                wins[a if j.preferred == 0 else b] += 1.0
-            else:  # tie or abstain: half a win each
-                wins[a] += 0.5
-                wins[b] += 0.5
-        for i in range(n):
-            if i in failed:
-                continue
-            details[i].update(wins=wins[i], comparisons=played[i], failed_comparisons=unresolved[i])
-            if played[i] == 0:
-                failures.append({"index": i, "reason": "every comparison of this item failed"})
-                continue
-            rewards[i] = wins[i] / played[i]
-    failures.sort(key=lambda f: f["index"])
-    return {"object": "rewards", "mode": req.mode, "rewards": rewards, "details": details, "failures": failures}

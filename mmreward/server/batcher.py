@@ -8,7 +8,9 @@ each group as one :meth:`mmreward.judge.Judge.judge` call, in which every trajec
 together, turn by turn.
 
 * A full queue raises :class:`QueueFull` (the handler answers 503 with ``Retry-After``).
-* A job whose client stopped waiting (timeout, disconnect) is skipped, not computed.
+* A job whose client stopped waiting (timeout, disconnect) is skipped if still queued; if it is running, its
+  trajectories stop at their next turn (:meth:`Job.cancel`). ``on_cancel`` counts both.
+* A job may carry a token budget over each trajectory's turns (chat's ``max_tokens``); jobs are grouped by it too.
 * If a batch raises, each of its jobs is retried alone, so one bad request cannot fail its neighbours.
 * :meth:`Batcher.stop` lets the worker finish what is queued before it exits (graceful shutdown).
 """
@@ -47,11 +49,17 @@ class Job:
     started: float | None = None
     finished: float | None = None
     batch_tasks: int = 0  # tasks in the engine call this job ran in
+    budget_tokens: int | None = None  # tokens over all of a trajectory's turns (None: the engine's budget)
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
     @property
     def sampling_key(self) -> tuple:
         s = self.sampling
-        return (s.temperature, s.top_p, s.max_new_tokens, s.seed, s.min_new_tokens)
+        return (s.temperature, s.top_p, s.max_new_tokens, s.seed, s.min_new_tokens, self.budget_tokens)
+
+    def cancel(self) -> None:
+        """Nobody waits for this job any more: drop it if queued, stop its trajectories if running."""
+        self.cancelled.set()
 
     def resolve(self, result: Any = None, error: BaseException | None = None) -> None:
         def _set() -> None:
@@ -86,12 +94,14 @@ class Batcher:
         batch_wait_ms: float = 10.0,
         max_queue: int = 256,
         on_batch: Callable[[int, float], None] | None = None,
+        on_cancel: Callable[[str], None] | None = None,
     ) -> None:
         self.judge = judge
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_ms / 1000.0
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
         self.on_batch = on_batch
+        self.on_cancel = on_cancel or (lambda stage: None)
         self.in_flight = 0
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -111,16 +121,28 @@ class Batcher:
     def depth(self) -> int:
         return self.queue.qsize()
 
-    async def submit(self, tasks: list[JudgeTask], settings: list[JudgeSettings], sampling: SamplingSettings):
-        """Queue tasks and wait for their judgments. Raises QueueFull at once when the queue is full."""
+    def enqueue(
+        self,
+        tasks: list[JudgeTask],
+        settings: list[JudgeSettings],
+        sampling: SamplingSettings,
+        budget_tokens: int | None = None,
+    ) -> Job:
+        """Queue tasks; await ``job.future`` for their judgments. Raises QueueFull at once when the queue is full.
+        Must be called from the event loop."""
         if self._stopping.is_set():
             raise QueueFull("the server is shutting down")
         loop = asyncio.get_running_loop()
-        job = Job(tasks, settings, sampling, loop.create_future(), loop)
+        job = Job(tasks, settings, sampling, loop.create_future(), loop, budget_tokens=budget_tokens)
         try:
             self.queue.put_nowait(job)
         except queue.Full:
             raise QueueFull(f"queue is full ({self.queue.maxsize} requests waiting)") from None
+        return job
+
+    async def submit(self, tasks: list[JudgeTask], settings: list[JudgeSettings], sampling: SamplingSettings):
+        """Queue tasks and wait for their judgments."""
+        job = self.enqueue(tasks, settings, sampling)
         judgments = await job.future
         return judgments, job
 
@@ -144,7 +166,10 @@ class Batcher:
                     break
                 jobs.append(job)
                 n += len(job.tasks)
-            jobs = [j for j in jobs if not j.future.cancelled()]
+            for j in jobs:
+                if j.cancelled.is_set() or j.future.cancelled():
+                    self.on_cancel("queued")
+            jobs = [j for j in jobs if not (j.cancelled.is_set() or j.future.cancelled())]
             groups: dict[tuple, list[Job]] = {}
             for j in jobs:
                 groups.setdefault(j.sampling_key, []).append(j)
@@ -156,9 +181,16 @@ class Batcher:
         settings = [s for j in jobs for s in j.settings]
         started = time.perf_counter()
         self.in_flight = len(jobs)
+        owner = [j for j in jobs for _ in j.tasks]
+        engine = self.judge.engine
+        engine_settings = engine.settings
         try:
-            set_sampling(self.judge.engine.generator, jobs[0].sampling)
-            judgments = self.judge.judge(tasks, settings=settings)
+            set_sampling(engine.generator, jobs[0].sampling)
+            if jobs[0].budget_tokens is not None:
+                engine.settings = replace(
+                    engine_settings, budget=replace(engine_settings.budget, max_tokens=jobs[0].budget_tokens)
+                )
+            judgments = self.judge.judge(tasks, settings=settings, cancelled=lambda i: owner[i].cancelled.is_set())
         except Exception as exc:
             if len(jobs) > 1:
                 logger.warning("a batch of %d requests failed (%s); retrying each alone", len(jobs), exc)
@@ -170,9 +202,13 @@ class Batcher:
             return
         finally:
             self.in_flight = 0
+            engine.settings = engine_settings
         finished = time.perf_counter()
         if self.on_batch is not None:
             self.on_batch(len(tasks), finished - started)
+        for j in jobs:
+            if j.cancelled.is_set():
+                self.on_cancel("running")
         k = 0
         for j in jobs:
             part: list[Judgment] = judgments[k : k + len(j.tasks)]

@@ -36,6 +36,13 @@ class ServerMetrics:
         self.trajectories = Counter(
             "mmreward_trajectories", "Judging trajectories by stop reason", ["stop_reason"], registry=r
         )
+        self.cancelled = Counter(
+            "mmreward_cancelled",
+            "Jobs whose client stopped waiting (disconnect, timeout), by where they were: queued (dropped unrun) "
+            "or running (stopped at the next turn)",
+            ["stage"],
+            registry=r,
+        )
         self.tokens = Counter("mmreward_tokens", "Tokens processed by kind (prompt, completion)", ["kind"], registry=r)
 
     def render(self) -> bytes:

@@ -47,13 +47,32 @@ class RewardItem(BaseModel):
     prompt: str | None = None
 
 
-class RewardsRequest(JudgeOptions):
+class RewardGroup(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     prompt: str | None = Field(None, description="the group's prompt (or give one per item)")
-    items: list[str | RewardItem] = Field(min_length=1, description="the group's generated images/videos")
+    items: list[str | RewardItem] = Field(min_length=1)
+
+
+class RewardsRequest(JudgeOptions):
+    """One group (``prompt`` + ``items``), a flat batch cut into groups of ``group_size`` (with one prompt per
+    group in ``prompts``), or ``groups``: a whole RL batch in one call."""
+
+    prompt: str | None = Field(None, description="the group's prompt (or give one per item)")
+    items: list[str | RewardItem] | None = Field(None, description="generated images/videos")
+    groups: list[RewardGroup] | None = Field(None, description="several groups, each judged on its own")
+    group_size: int | None = Field(None, ge=1, description="cut `items` into groups of this many")
+    prompts: list[str] | None = Field(None, description="with group_size: one prompt per group")
     modality: Literal["image", "video"] = "image"
     mode: Literal["pointwise", "pairwise_winrate"] = "pointwise"
     dimensions: list[str] = Field(default_factory=list)
     normalize: bool = Field(False, description="pointwise: map the 1-10 score to [0, 1]")
+    failure_value: float | None = Field(
+        None, description="the reward of an item that could not be judged (null keeps it visible; Pref-GRPO uses 0.5)"
+    )
+    ties: Literal["allow", "forbid"] = Field(
+        "allow", description="pairwise_winrate: may the judge call a pair a tie (half a win each)?"
+    )
 
 
 class ChatCompletionRequest(BaseModel):
@@ -70,4 +89,6 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     stream: bool = False
     seed: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
     mmreward: dict[str, Any] | None = None

@@ -12,7 +12,7 @@ class RequestLimits:
     """Hard limits per request. A request over any of them gets a 4xx JSON error naming the limit."""
 
     max_body_bytes: int = 64 * 1024 * 1024
-    max_images: int = 16  # images in one request (candidates, question media, chat image parts, reward items)
+    max_images: int = 64  # images in one request (candidates, question media, chat image parts and video frames)
     max_image_pixels: int = 16_777_216  # 16 MP: checked from the header before decoding (decompression bombs)
     max_image_bytes: int = 20 * 1024 * 1024
     max_videos: int = 8
@@ -22,8 +22,9 @@ class RequestLimits:
     max_frame_pixels: int = 8_294_400
     max_text_chars: int = 32_000  # prompt, each answer candidate, each chat message
     max_n: int = 8  # chat `n`, judge `votes`
-    max_tokens: int = 4096  # per assistant turn
-    max_items: int = 32  # items in one /v1/rewards group
+    max_tokens: int = 4096  # per assistant turn (/v1/judge, /v1/rewards)
+    max_completion_tokens: int = 8192  # chat's max_tokens: over all the turns of one judgment
+    max_items: int = 1024  # items in one /v1/rewards call, over all its groups (an RL batch)
 
     def media_limits(self) -> MediaLimits:
         return MediaLimits(
@@ -41,6 +42,9 @@ class ServerSettings:
     host: str = "127.0.0.1"  # loopback by default; binding elsewhere is an explicit choice
     port: int = 8000
     model_name: str = "mmreward-judge"  # the id /v1/models lists and clients pass as `model`
+    # More served names, each with the reply profile its clients expect (None: mmreward's own, or what the
+    # request's text asks for), e.g. {"UnifiedReward-7b-v1.5": "final_score", "UnifiedReward": None}.
+    aliases: dict[str, str | None] = field(default_factory=dict)
     token: str | None = None  # bearer token; when set every endpoint but /health requires it
     max_batch: int = 16  # judging tasks gathered into one engine call (1 turns batching off)
     batch_wait_ms: float = 10.0  # how long the worker waits for more requests once one is queued
@@ -58,5 +62,14 @@ class ServerSettings:
             raise ValueError("max_batch and max_queue must be at least 1")
         if self.batch_wait_ms < 0 or self.request_timeout_s <= 0:
             raise ValueError("batch_wait_ms must be >= 0 and request_timeout_s > 0")
+        from mmreward.server.replies import REPLY_FORMATS  # noqa: PLC0415
+
+        bad = {n: p for n, p in self.aliases.items() if p is not None and p not in REPLY_FORMATS}
+        if bad:
+            raise ValueError(f"unknown reply profiles {bad}; known: {sorted(REPLY_FORMATS)}")
         if self.token is not None and len(self.token) < 8:
             raise ValueError("the bearer token must be at least 8 characters")
+
+    @property
+    def served_names(self) -> dict[str, str | None]:
+        return {self.model_name: self.aliases.get(self.model_name), **self.aliases}

@@ -1,4 +1,5 @@
-"""Requests -> judging tasks: the checks, limits and media loading that the three judging endpoints share.
+"""Requests -> judging tasks: the checks, limits and media loading that the judging endpoints share (the chat
+endpoint's own reading of messages is in :mod:`mmreward.server.chat`).
 
 The routes in :mod:`mmreward.server.app` only sequence these calls; everything that decides what a request means
 lives here. Methods that load media block, so the routes run them in a thread pool.
@@ -10,27 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmreward.generators import SamplingSettings
-from mmreward.judge import JudgeSettings
+from mmreward.judge import JudgeSettings, Judgment
 from mmreward.protocol import JudgeTask
 from mmreward.server.inputs import MediaResolver, RequestError, limit_error
-from mmreward.server.schemas import ChatCompletionRequest, JudgeOptions, JudgeRequest, RewardItem, RewardsRequest
+from mmreward.server.schemas import JudgeOptions, JudgeRequest, RewardItem, RewardsRequest
 from mmreward.server.settings import RequestLimits
 
 # Refusals that concern the whole request (security rules, limits), as opposed to one unusable media item.
 REQUEST_LEVEL = {"local_paths_disabled", "path_not_allowed", "url_fetch_disabled", "address_not_allowed"}
-CHAT_OPTIONS = {"kind", "dimensions", "allow_tie", "tools", "swap", "candidates"}
-
-
-@dataclass
-class ChatParts:
-    """What a chat request asks to judge, checked but with its media not yet loaded."""
-
-    text: str
-    visuals: list[tuple[str, str]]  # (image | video, url)
-    answers: list[str] | None
-    kind: str
-    dimensions: list[str]
-    allow_tie: bool
 
 
 class RequestTasks:
@@ -112,151 +100,161 @@ class RequestTasks:
 
     # ---- /v1/rewards
 
-    def reward_prompts(self, req: RewardsRequest) -> tuple[list[RewardItem], list[str]]:
-        """The group's items and each item's prompt, checked against the limits and the mode."""
-        n = len(req.items)
-        if n > self.lim.max_items:
-            raise limit_error("max_items", f"{n} items in one group, above {self.lim.max_items}")
-        items = [it if isinstance(it, RewardItem) else RewardItem(media=it) for it in req.items]
-        prompts = [it.prompt or req.prompt for it in items]
-        if any(not p for p in prompts):
-            raise RequestError(400, "invalid_request", "give `prompt` for the group or a prompt for every item")
-        for i, p in enumerate(prompts):
-            self.check_text(p, f"items[{i}].prompt")
-        if req.mode == "pairwise_winrate":
-            if n < 2:
-                raise RequestError(400, "invalid_request", "pairwise_winrate needs at least 2 items")
-            if len(set(prompts)) > 1:
-                raise RequestError(400, "invalid_request", "pairwise_winrate compares items of one prompt")
-        self.count_media([req.modality] * n)
-        return items, prompts
+    def reward_groups(self, req: RewardsRequest) -> list[RewardGroupPlan]:
+        """The call's groups with each item's prompt, checked against the limits and the mode."""
+        given = [x for x in ("items", "groups") if getattr(req, x) is not None]
+        if len(given) != 1:
+            raise RequestError(400, "invalid_request", "give either `items` (with `prompt`) or `groups`", "items")
+        if req.groups is not None:
+            if req.group_size is not None or req.prompts is not None:
+                raise RequestError(400, "invalid_request", "group_size and prompts go with `items`, not `groups`")
+            raw = [(g.prompt, g.items) for g in req.groups]
+        elif req.group_size is not None:
+            items = req.items or []
+            if len(items) % req.group_size:
+                raise RequestError(
+                    400,
+                    "invalid_request",
+                    f"{len(items)} items do not split into groups of {req.group_size}",
+                    "group_size",
+                )
+            n_groups = len(items) // req.group_size
+            prompts = req.prompts if req.prompts is not None else [req.prompt] * n_groups
+            if len(prompts) != n_groups:
+                raise RequestError(400, "invalid_request", f"{len(prompts)} prompts for {n_groups} groups", "prompts")
+            raw = [(prompts[g], items[g * req.group_size : (g + 1) * req.group_size]) for g in range(n_groups)]
+        else:
+            if req.prompts is not None:
+                raise RequestError(400, "invalid_request", "prompts goes with group_size", "prompts")
+            raw = [(req.prompt, req.items or [])]
+        total = sum(len(items) for _, items in raw)
+        if total > self.lim.max_items:
+            raise limit_error("max_items", f"{total} items in one call, above {self.lim.max_items}")
+        groups, start = [], 0
+        for g, (prompt, items) in enumerate(raw):
+            its = [it if isinstance(it, RewardItem) else RewardItem(media=it) for it in items]
+            prompts = [it.prompt or prompt for it in its]
+            where = f"groups[{g}]" if req.groups is not None else "items"
+            if any(not p for p in prompts):
+                raise RequestError(400, "invalid_request", f"{where}: give the group's prompt or one per item")
+            for i, p in enumerate(prompts):
+                self.check_text(p, f"{where}[{i}].prompt")
+            if req.mode == "pairwise_winrate":
+                if len(its) < 2:
+                    raise RequestError(400, "invalid_request", f"{where}: pairwise_winrate needs at least 2 items")
+                if len(set(prompts)) > 1:
+                    raise RequestError(
+                        400, "invalid_request", f"{where}: pairwise_winrate compares items of one prompt"
+                    )
+            groups.append(RewardGroupPlan(its, prompts, start))
+            start += len(its)
+        return groups
 
-    def load_group(self, req: RewardsRequest, items: list[RewardItem]) -> tuple[list[Any], dict[int, str]]:
-        """Each item's media (blocks); an item that cannot be used is reported, not fatal, unless the refusal
-        concerns the whole request."""
-        loaded: list[Any] = [None] * len(items)
+    def load_groups(self, req: RewardsRequest, groups: list[RewardGroupPlan]) -> tuple[list[Any], dict[int, str]]:
+        """Each item's media (blocks), by flat index; an item that cannot be used is reported, not fatal, unless
+        the refusal concerns the whole request."""
+        loaded: list[Any] = []
         failed: dict[int, str] = {}
-        for i, it in enumerate(items):
-            try:
-                loaded[i] = self.load(it.media, req.modality, f"items[{i}]")
-            except RequestError as exc:
-                if exc.code in REQUEST_LEVEL or exc.code == "limit_exceeded":
-                    raise
-                failed[i] = exc.message
+        for g in groups:
+            for i, it in enumerate(g.items):
+                try:
+                    loaded.append(self.load(it.media, req.modality, f"item {g.start + i}"))
+                except RequestError as exc:
+                    if exc.code in REQUEST_LEVEL or exc.code == "limit_exceeded":
+                        raise
+                    loaded.append(None)
+                    failed[g.start + i] = exc.message
         return loaded, failed
 
     def reward_tasks(
-        self, req: RewardsRequest, prompts: list[str], loaded: list[Any], failed: dict[int, str]
+        self, req: RewardsRequest, groups: list[RewardGroupPlan], loaded: list[Any], failed: dict[int, str]
     ) -> tuple[list[tuple[int, ...]], list[JudgeTask]]:
-        """(the items each task judges, the tasks): one per usable item, or one per pair of them."""
-        ok = [i for i in range(len(loaded)) if i not in failed]
-        if req.mode == "pointwise":
-            pairs: list[tuple[int, ...]] = [(i,) for i in ok]
-            common = dict(modality=req.modality, kind="pointwise", dimensions=req.dimensions)
-            return pairs, [self.task(prompt=prompts[i], candidates=[loaded[i]], id=f"item-{i}", **common) for i in ok]
-        pairs = [(i, j) for a, i in enumerate(ok) for j in ok[a + 1 :]]
-        kind = "multi" if req.dimensions else "pairwise"
-        common = dict(modality=req.modality, kind=kind, dimensions=req.dimensions, allow_tie=True)
-        tasks = [
-            self.task(prompt=prompts[i], candidates=[loaded[i], loaded[j]], id=f"pair-{i}-{j}", **common)
-            for i, j in pairs
-        ]
+        """(the flat item indices each task judges, the tasks): one per usable item, or one per pair in a group."""
+        pairs: list[tuple[int, ...]] = []
+        tasks: list[JudgeTask] = []
+        for g in groups:
+            ok = [g.start + i for i in range(len(g.items)) if g.start + i not in failed]
+            prompt = {g.start + i: p for i, p in enumerate(g.prompts)}
+            if req.mode == "pointwise":
+                common = dict(modality=req.modality, kind="pointwise", dimensions=req.dimensions)
+                for i in ok:
+                    pairs.append((i,))
+                    tasks.append(self.task(prompt=prompt[i], candidates=[loaded[i]], id=f"item-{i}", **common))
+                continue
+            kind = "multi" if req.dimensions else "pairwise"
+            common = dict(modality=req.modality, kind=kind, dimensions=req.dimensions, allow_tie=req.ties == "allow")
+            for a, i in enumerate(ok):
+                for j in ok[a + 1 :]:
+                    pairs.append((i, j))
+                    tasks.append(
+                        self.task(prompt=prompt[i], candidates=[loaded[i], loaded[j]], id=f"pair-{i}-{j}", **common)
+                    )
         return pairs, tasks
 
-    # ---- /v1/chat/completions
 
-    def chat_parts(self, req: ChatCompletionRequest) -> tuple[ChatParts, JudgeOptions]:
-        """What a chat request asks to judge, and with which options (checked; no media loaded)."""
-        lim = self.lim
-        if req.stream:
-            raise RequestError(400, "unsupported", "stream=true is not supported; the judgment comes whole", "stream")
-        if req.n > lim.max_n:
-            raise limit_error("max_n", f"n={req.n} is above {lim.max_n}")
-        max_tokens = req.max_completion_tokens or req.max_tokens
-        if max_tokens is not None and max_tokens > lim.max_tokens:
-            raise limit_error("max_tokens", f"max_tokens={max_tokens} is above {lim.max_tokens}")
-        opts = dict(req.mmreward or {})
-        unknown = set(opts) - CHAT_OPTIONS
-        if unknown:
-            raise RequestError(400, "invalid_request", f"unknown mmreward options {sorted(unknown)}", "mmreward")
-        text, visuals = last_user_message(req.messages)
-        self.check_text(text, "messages[-1] text")
-        if not text.strip():
-            raise RequestError(400, "invalid_request", "the last user message has no text (the prompt)", "messages")
-        kinds = [k for k, _ in visuals]
-        self.count_media(kinds)
-        if len(set(kinds)) > 1:
-            raise RequestError(400, "invalid_request", "mix of images and videos in one message", "messages")
-        answers = opts.get("candidates")
-        n_cand = len(answers) if answers else len(visuals)
-        if n_cand not in (1, 2):
-            raise RequestError(
-                400,
-                "invalid_request",
-                f"the last user message must carry 1 (score) or 2 (compare) images/videos, not {len(visuals)} "
-                "(or give mmreward.candidates: the answer texts to compare)",
-                "messages",
-            )
-        # A judge is greedy by default; n > 1 samples (OpenAI's default temperature is 1) unless told otherwise.
-        temperature = req.temperature if req.temperature is not None else (0.0 if req.n == 1 else 1.0)
-        options = JudgeOptions(
-            swap=opts.get("swap", "none"),
-            votes=req.n,
-            tools=bool(opts.get("tools", True)),
-            temperature=temperature,
-            top_p=req.top_p if req.top_p is not None else 1.0,
-            max_tokens=max_tokens,
-            seed=req.seed,
-        )
-        dims = list(opts.get("dimensions") or [])
-        kind = opts.get("kind") or ("pointwise" if n_cand == 1 else "multi" if dims else "pairwise")
-        return ChatParts(text, visuals, answers, kind, dims, bool(opts.get("allow_tie", False))), options
-
-    def chat_task(self, parts: ChatParts) -> JudgeTask:
-        """The task of a chat request, media loaded (blocks)."""
-        loaded = [self.load(ref, k, f"messages[-1].content[{i}]") for i, (k, ref) in enumerate(parts.visuals)]
-        kinds = [k for k, _ in parts.visuals]
-        common = dict(prompt=parts.text, kind=parts.kind, dimensions=parts.dimensions, allow_tie=parts.allow_tie)
-        if parts.answers:
-            answers = parts.answers
-            if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
-                raise RequestError(400, "invalid_request", "mmreward.candidates must be a list of strings")
-            for i, a in enumerate(answers):
-                self.check_text(a, f"mmreward.candidates[{i}]")
-            media_kind = kinds[0] if kinds else "image"
-            return self.task(
-                candidates=list(answers), modality="answer", media=loaded, media_kind=media_kind, id="chat", **common
-            )
-        return self.task(candidates=loaded, modality=kinds[0], id="chat", **common)
+@dataclass
+class RewardGroupPlan:
+    items: list[RewardItem]
+    prompts: list[str]
+    start: int  # the flat index of its first item
 
 
-def last_user_message(messages: list[dict[str, Any]]) -> tuple[str, list[tuple[str, str]]]:
-    """(text, [(image|video, url)]) of the last user message, in OpenAI's content-part format."""
-    user = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    if not user:
-        raise RequestError(400, "invalid_request", "no user message", "messages")
-    content = user[-1].get("content")
-    if isinstance(content, str):
-        return content, []
-    if not isinstance(content, list):
-        raise RequestError(400, "invalid_request", "message content must be a string or a list of parts", "messages")
-    texts, visuals = [], []
-    for k, part in enumerate(content):
-        if not isinstance(part, dict):
-            raise RequestError(400, "invalid_request", f"content part {k} is not an object", "messages")
-        ptype = part.get("type")
-        if ptype == "text":
-            if not isinstance(part.get("text"), str):
-                raise RequestError(400, "invalid_request", f"content part {k}: text must be a string", "messages")
-            texts.append(part["text"])
-        elif ptype in ("image_url", "video_url"):
-            value = part.get(ptype)
-            url = value.get("url") if isinstance(value, dict) else value
-            if not isinstance(url, str):
-                raise RequestError(
-                    400, "invalid_request", f"content part {k}: {ptype}.url must be a string", "messages"
-                )
-            visuals.append(("image" if ptype == "image_url" else "video", url))
-        else:
-            raise RequestError(400, "invalid_request", f"content part {k}: unsupported type {ptype!r}", "messages")
-    return "\n".join(texts), visuals
+def group_rewards(
+    req: RewardsRequest,
+    groups: list[RewardGroupPlan],
+    pairs: list[tuple[int, ...]],
+    judgments: list[Judgment],
+    failed: dict[int, str],
+) -> dict[str, Any]:
+    """Per-item rewards from pointwise scores or from pairwise win rates within each group; failures stay visible
+    (``null``, or ``failure_value`` when the request gives one) and never touch a neighbour's reward.
+
+    With ``reward=true`` the continuous reward is used: the expected score (pointwise), or P(better) in place of a
+    0/1 win (pairwise), so items of a group rarely tie."""
+    n = sum(len(g.items) for g in groups)
+    rewards: list[float | None] = [None] * n
+    details: list[dict[str, Any]] = [{"index": i} for i in range(n)]
+    failures = [{"index": i, "reason": r} for i, r in sorted(failed.items())]
+    if req.mode == "pointwise":
+        for (i,), j in zip(pairs, judgments):
+            score = j.reward if req.reward and j.reward is not None else j.score
+            details[i].update(outcome=j.outcome, score=j.score, expected_score=j.reward, dimensions=j.dimensions)
+            if score is None:
+                failures.append({"index": i, "reason": "; ".join(j.failures) or j.outcome})
+                continue
+            rewards[i] = (score - 1.0) / 9.0 if req.normalize else score
+    else:
+        wins = [0.0] * n
+        played = [0] * n
+        unresolved = [0] * n
+        for (a, b), j in zip(pairs, judgments):
+            if j.outcome == "failed":
+                unresolved[a] += 1
+                unresolved[b] += 1
+                continue
+            played[a] += 1
+            played[b] += 1
+            if req.reward and j.reward is not None:
+                wins[a] += j.reward
+                wins[b] += 1.0 - j.reward
+            elif j.outcome == "prefer":
+                wins[a if j.preferred == 0 else b] += 1.0
+            else:  # tie or abstain: half a win each
+                wins[a] += 0.5
+                wins[b] += 0.5
+        for i in range(n):
+            if i in failed:
+                continue
+            details[i].update(wins=wins[i], comparisons=played[i], failed_comparisons=unresolved[i])
+            if played[i] == 0:
+                failures.append({"index": i, "reason": "every comparison of this item failed"})
+                continue
+            rewards[i] = wins[i] / played[i]
+    failures.sort(key=lambda f: f["index"])
+    if req.failure_value is not None:
+        rewards = [req.failure_value if r is None else r for r in rewards]
+    body: dict[str, Any] = {"object": "rewards", "mode": req.mode, "rewards": rewards, "details": details}
+    body["failures"] = failures
+    if len(groups) > 1 or req.groups is not None:
+        body["groups"] = [rewards[g.start : g.start + len(g.items)] for g in groups]
+    return body
