@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
@@ -107,7 +107,7 @@ class JudgeTask:
 
     def to_dict(self) -> dict[str, Any]:
         """Serializable form; in-memory media (bytes, PIL) is replaced by a description."""
-        d = asdict(self)
+        d = {f.name: copy.copy(getattr(self, f.name)) for f in fields(self)}  # asdict would deep-copy media
         if self.modality != "answer":
             d["candidates"] = [_serializable_source(c) for c in self.candidates]
         d["media"] = [_serializable_source(m) for m in self.media]

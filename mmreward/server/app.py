@@ -51,6 +51,7 @@ from mmreward.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
 
+DISCONNECTED = "mmreward.disconnected"  # scope key: an asyncio.Event set when the client goes away
 ENDPOINTS = {"/v1/judge", "/v1/rewards", "/v1/chat/completions", "/health", "/v1/models", "/metrics"}
 
 
@@ -91,15 +92,28 @@ class BodyLimit:
             more = message.get("more_body", False)
         payload = b"".join(chunks)
         sent = False
+        # The client's disconnect, watched from here: the routes read it to cancel work nobody waits for.
+        disconnected = asyncio.Event()
+        scope[DISCONNECTED] = disconnected
 
         async def replay():
             nonlocal sent
             if not sent:
                 sent = True
                 return {"type": "http.request", "body": payload, "more_body": False}
-            return await receive()
+            await disconnected.wait()
+            return {"type": "http.disconnect"}
 
-        await self.app(scope, replay, send)
+        async def watch():
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            watcher.cancel()
 
     async def _refuse(self, scope, receive, send) -> None:
         self.metrics.errors.labels("limit_exceeded").inc()
@@ -251,7 +265,8 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
                     504, "timeout", f"no judgment within request_timeout_s={settings.request_timeout_s}"
                 )
             await asyncio.wait({job.future}, timeout=min(0.1, left))
-            if not job.future.done() and await request.is_disconnected():
+            gone = request.scope.get(DISCONNECTED)
+            if not job.future.done() and gone is not None and gone.is_set():
                 job.cancel()
                 metrics.errors.labels("client_gone").inc()
                 raise RequestError(499, "client_closed_request", "the client went away")

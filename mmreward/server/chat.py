@@ -223,9 +223,9 @@ class ChatRequests:
         if not prompt:
             raise RequestError(400, "invalid_request", "the user message has no text (the prompt)", "messages")
 
-        modality = opts.get("modality") or (instruction.modality if instruction else None)
-        if modality not in (None, "image", "video"):
+        if opts.get("modality") not in (None, "image", "video"):
             raise RequestError(400, "invalid_request", "mmreward.modality must be image or video", "mmreward")
+        modality = opts.get("modality") or (instruction.modality if instruction else None)
         answers = opts.get("candidates") or (instruction.answers if instruction else None)
         if answers is not None and (not isinstance(answers, list) or not all(isinstance(a, str) for a in answers)):
             raise RequestError(400, "invalid_request", "mmreward.candidates must be a list of strings", "mmreward")
