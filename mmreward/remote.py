@@ -154,6 +154,55 @@ class OpenAIGenerator:
 
             return list(await asyncio.gather(*(one(r) for r in requests)))
 
+    # ---------------------------------------------------------------------------------------------------------------
+    def option_logprobs(
+        self, messages: list[dict[str, Any]], images: list[Any], tools, prefix: str, options: list[str]
+    ) -> list[float]:
+        """Log-probability of each ``option`` continuing ``prefix`` at the start of a new assistant turn, read from
+        vLLM's ``prompt_logprobs`` with ``continue_final_message``: the same quantity the transformers backend
+        computes from its logits, so the continuous reward does not depend on the backend. Each option costs
+        one request (prefix caching makes the shared prefix cheap)."""
+        return asyncio.run(self._option_logprobs(messages, images, tools, prefix, options))
+
+    async def _option_logprobs(self, messages, images, tools, prefix: str, options: list[str]) -> list[float]:
+        import openai  # noqa: PLC0415
+
+        s = self.settings
+        history = to_openai_messages(GenerationRequest("reward", 0, messages, images, tools, 1), s)
+        extra_body: dict[str, Any] = {
+            "add_generation_prompt": False,
+            "continue_final_message": True,
+            "prompt_logprobs": 0,
+        }
+        if s.chat_template is not None:
+            extra_body["chat_template"] = s.chat_template
+        extra: dict[str, Any] = {"tools": tools, "tool_choice": "none"} if s.send_tools and tools else {}
+        key = s.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        async with openai.AsyncOpenAI(
+            base_url=s.base_url, api_key=key, max_retries=s.retries, timeout=s.timeout_s
+        ) as c:
+
+            async def score(text: str) -> tuple[int, list[float]]:
+                raw = await c.chat.completions.with_raw_response.create(
+                    model=s.model,
+                    messages=[*history, {"role": "assistant", "content": text}],
+                    max_tokens=1,
+                    temperature=0.0,
+                    extra_body=extra_body,
+                    **extra,
+                )
+                body = json.loads(raw.http_response.text)
+                entries = body.get("prompt_logprobs")
+                if not isinstance(entries, list):
+                    raise RemoteError("the server returned no prompt_logprobs (a vLLM server is needed for rewards)")
+                # With prompt_logprobs=0 each position holds the prompt token alone (vLLM lists it first).
+                values = [float(next(iter(e.values()))["logprob"]) if e else 0.0 for e in entries]
+                return int(body["usage"]["prompt_tokens"]), values
+
+            n_base, _ = await score(prefix)
+            scored = await asyncio.gather(*(score(prefix + o) for o in options))
+        return [sum(values[n_base:n]) for n, values in scored]
+
     async def _call(self, client, r: GenerationRequest) -> GenerationOutput:
         import openai  # noqa: PLC0415
 

@@ -618,3 +618,67 @@ def test_abandoned_requests_stop_queued_or_running():
         metrics = httpx.get(srv.url + "/metrics").text
         assert 'mmreward_cancelled_total{stage="running"} 1.0' in metrics, metrics
         assert 'mmreward_cancelled_total{stage="queued"} 1.0' in metrics
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Continuous rewards on both backends
+
+
+def test_continuous_rewards_agree_across_backends(tiny_model, tiny_model_dir):
+    """reward=true: P(better) and the expected score, read from the same tiny model through the transformers
+    backend (its logits) and through the vllm backend (vLLM's prompt_logprobs): the same numbers, and they reach
+    chat (a non-integer Final Score) and /v1/rewards (win rates from probabilities)."""
+    from fake_chat_vllm import FakeChatVLLM
+    from scripted_generator import ScriptedGenerator
+
+    from mmreward.generators import TransformersGenerator
+    from mmreward.server import BackendSettings, build_judge
+
+    model, processor = tiny_model
+
+    def policy(body) -> str:
+        n_images = sum(p.get("type") == "image_url" for p in body["messages"][-1]["content"])
+        return format_turn("looked", answer="Score: 6" if n_images == 1 else "Image 1 is better")
+
+    class ScriptedWithLogits(ScriptedGenerator):  # the same turns, the tiny model's distribution for the verdict
+        option_logprobs = staticmethod(TransformersGenerator(model, processor).option_logprobs)
+
+    def local_policy(r) -> str:
+        return format_turn("looked", answer="Score: 6" if len(r.images) == 1 else "Image 1 is better")
+
+    local = Judge(RolloutEngine(ScriptedWithLogits(local_policy)), JudgeSettings())
+    images = [png_data_url_without_subtype(red_image(v)) for v in (40, 200, 120)]
+    body = {"prompt": "red", "items": images, "mode": "pairwise_winrate", "reward": True, "tools": False}
+    with FakeChatVLLM(model, processor, policy) as fake:
+        remote = build_judge(
+            BackendSettings(backend="vllm", model=str(tiny_model_dir), vllm_url=fake.url, vllm_model="tiny")
+        )
+        results = {}
+        for name, judge in (("local", local), ("vllm", remote)):
+            with BackgroundServer(judge, ServerSettings(port=0)) as srv:
+                wr = httpx.post(srv.url + "/v1/rewards", json=body, timeout=120).json()
+                pw = httpx.post(srv.url + "/v1/rewards", json={**body, "mode": "pointwise"}, timeout=120).json()
+                client = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0)
+                chat = client.chat.completions.create(
+                    model="mmreward-judge",
+                    messages=[
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "image_url", "image_url": {"url": images[0]}},
+                                {"type": "text", "text": FLOW_GRPO_QUESTION.format(prompt="red")},
+                            ],
+                        }
+                    ],
+                    extra_body={"mmreward": {"reward": True, "tools": False}},
+                )
+                results[name] = (wr["rewards"], pw["rewards"], chat.choices[0].message.content)
+        assert fake.scored, "the vllm backend never asked for log-probabilities"
+    (wr_l, pw_l, chat_l), (wr_v, pw_v, chat_v) = results["local"], results["vllm"]
+    # float32 noise only: the transformers path scores the options as one left-padded batch, the fake one by one
+    assert wr_v == pytest.approx(wr_l, abs=1e-3) and pw_v == pytest.approx(pw_l, abs=1e-3)
+    assert sum(wr_l) == pytest.approx(1.5) and all(0 < r < 1 for r in wr_l)  # win rates from P(better)
+    assert all(1 < s < 10 and s != round(s) for s in pw_l)  # expected scores, not the sampled 6
+    final = float(re.search(r"Final Score: ([\d.]+)", chat_l).group(1))
+    assert final == pytest.approx(rescale(pw_l[0], "1-5"), abs=1e-3)
+    assert float(chat_v.split("Final Score:")[1]) == pytest.approx(final, abs=1e-3)
