@@ -155,6 +155,14 @@ def _add_serve(sub) -> None:
         "repeat for several, e.g. --served-model-name UnifiedReward-7b-v1.5=final_score "
         "--served-model-name UnifiedReward",
     )
+    p.add_argument(
+        "--passthrough",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a served name whose chat requests go to the vllm backend untouched (someone else's judge behind "
+        "vLLM, e.g. UnifiedReward-Think), still under this server's auth, limits, queue and metrics",
+    )
     p.add_argument("--token-file", help="file holding the bearer token (or set MMREWARD_API_TOKEN)")
     p.add_argument("--token", help="bearer token (visible in `ps`; prefer --token-file or MMREWARD_API_TOKEN)")
     p.add_argument("--max-batch", type=int, default=16, help="tasks per batched engine call (1 = no batching)")
@@ -354,6 +362,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         model_name=args.model_name,
         aliases=aliases,
+        passthrough=args.passthrough,
         token=token,
         max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms,

@@ -682,3 +682,67 @@ def test_continuous_rewards_agree_across_backends(tiny_model, tiny_model_dir):
     final = float(re.search(r"Final Score: ([\d.]+)", chat_l).group(1))
     assert final == pytest.approx(rescale(pw_l[0], "1-5"), abs=1e-3)
     assert float(chat_v.split("Final Score:")[1]) == pytest.approx(final, abs=1e-3)
+
+
+def test_passthrough_forwards_a_foreign_judges_messages_untouched(tiny_model, tiny_model_dir):
+    from fake_chat_vllm import FakeChatVLLM
+
+    from mmreward.server import BackendSettings, RequestLimits, build_judge
+
+    model, processor = tiny_model
+    bodies = []
+
+    def foreign(body) -> str:
+        bodies.append(body)
+        return "<think>as the foreign judge reasons</think>\n<answer>Image 2 is better</answer>"
+
+    with FakeChatVLLM(model, processor, foreign) as fake:
+        judge = build_judge(
+            BackendSettings(backend="vllm", vllm_url=fake.url, vllm_model="UnifiedReward-Think-qwen-7b")
+        )
+        s = ServerSettings(
+            port=0, token="a-long-token", passthrough=["UnifiedReward-Think"], limits=RequestLimits(max_images=2)
+        )
+        with BackgroundServer(judge, s) as srv:
+            client = openai.OpenAI(base_url=srv.url + "/v1", api_key="a-long-token", max_retries=0)
+            messages = [
+                {"role": "system", "content": "You are UnifiedReward-Think."},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": png_data_url_without_subtype(red_image(9))}},
+                        {"type": "image_url", "image_url": {"url": png_data_url_without_subtype(red_image(99))}},
+                        {"type": "text", "text": PREF_THINK_IMAGE.format(prompt="red")},
+                    ],
+                },
+            ]
+            out = client.chat.completions.create(
+                model="UnifiedReward-Think", messages=messages, temperature=0, max_tokens=4096
+            )
+            assert out.model == "UnifiedReward-Think"
+            assert out.choices[0].message.content.endswith("<answer>Image 2 is better</answer>")
+            assert bodies[-1]["messages"] == messages and bodies[-1]["model"] == "UnifiedReward-Think-qwen-7b"
+            assert bodies[-1]["max_tokens"] == 4096 and bodies[-1]["temperature"] == 0
+            sent = len(bodies)
+            with pytest.raises(openai.BadRequestError, match="max_images"):  # the server's limits hold
+                client.chat.completions.create(
+                    model="UnifiedReward-Think",
+                    messages=[{**messages[1], "content": messages[1]["content"][:1] * 3}],
+                )
+            with pytest.raises(openai.BadRequestError, match="data URL"):  # and it fetches nothing for a client
+                client.chat.completions.create(
+                    model="UnifiedReward-Think",
+                    messages=[
+                        {
+                            "role": "user",
+                            "content": [{"type": "image_url", "image_url": {"url": "http://10.0.0.1/x.png"}}],
+                        }
+                    ],
+                )
+            assert len(bodies) == sent
+            with pytest.raises(openai.AuthenticationError):
+                openai.OpenAI(base_url=srv.url + "/v1", api_key="wrong", max_retries=0).chat.completions.create(
+                    model="UnifiedReward-Think", messages=messages
+                )
+            metrics = httpx.get(srv.url + "/metrics", headers={"Authorization": "Bearer a-long-token"}).text
+            assert 'mmreward_requests_total{endpoint="/v1/chat/completions",status="200"} 1.0' in metrics

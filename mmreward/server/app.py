@@ -44,6 +44,7 @@ from mmreward.server.batcher import Batcher, QueueFull
 from mmreward.server.chat import ChatRequests, choices, completion_id
 from mmreward.server.inputs import MediaResolver, RequestError
 from mmreward.server.metrics import ServerMetrics
+from mmreward.server.passthrough import Upstream, check_passthrough
 from mmreward.server.schemas import ChatCompletionRequest, JudgeRequest, RewardsRequest
 from mmreward.server.settings import ServerSettings
 from mmreward.server.tasks import RequestTasks, group_rewards
@@ -145,6 +146,7 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
     requests = RequestTasks(MediaResolver(settings), lim, default_max_tokens)
     served = settings.served_names
     chats = ChatRequests(requests, served)
+    upstream = passthrough_upstream(judge, settings)
 
     def on_batch(n_tasks: int, seconds: float) -> None:
         metrics.batch_size.observe(n_tasks)
@@ -157,6 +159,7 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         settings.max_queue,
         on_batch,
         on_cancel=lambda stage: metrics.cancelled.labels(stage).inc(),
+        upstream=upstream,
     )
     state = {"shutting_down": False}
 
@@ -246,11 +249,12 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         js: list[JudgeSettings],
         sampling: SamplingSettings,
         budget_tokens: int | None = None,
+        forward: dict | None = None,
     ):
         if state["shutting_down"]:
             raise RequestError(503, "shutting_down", "the server is shutting down")
         try:
-            job = batcher.enqueue(tasks, js, sampling, budget_tokens)
+            job = batcher.enqueue(tasks, js, sampling, budget_tokens, forward)
         except QueueFull as exc:
             metrics.errors.labels("queue_full").inc()
             raise _Busy(str(exc)) from None
@@ -271,6 +275,8 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
                 metrics.errors.labels("client_gone").inc()
                 raise RequestError(499, "client_closed_request", "the client went away")
         judgments = job.future.result()
+        if forward is not None:
+            return judgments, {}
         for j in judgments:
             for t in j.trajectories:
                 metrics.trajectories.labels(t.stop_reason).inc()
@@ -350,6 +356,13 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
             raise RequestError(
                 404, "model_not_found", f"model {req.model!r} is not served here; use one of {sorted(served)}", "model"
             )
+        if req.model in settings.passthrough:
+            body = check_passthrough(req, requests, settings.allow_url_hosts)
+            body["model"] = upstream.model
+            (status, reply), _ = await run_tasks(request, [], [], SamplingSettings(), forward=body)
+            if isinstance(reply, dict) and "model" in reply:
+                reply["model"] = req.model
+            return JSONResponse(reply, status_code=status)
         plan = chats.plan(req, served[req.model])
         sampling = requests.sampling(plan.options)
         tasks = await run_in_threadpool(chats.tasks, plan)
@@ -379,6 +392,16 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         }
 
     return app
+
+
+def passthrough_upstream(judge: Judge, settings: ServerSettings) -> Upstream | None:
+    """Where passthrough names go: the vllm backend's server. Refuses passthrough names on any other backend."""
+    if not settings.passthrough:
+        return None
+    remote = getattr(judge.engine.generator, "settings", None)
+    if remote is None or not hasattr(remote, "base_url"):
+        raise ValueError("passthrough names need the vllm backend (--backend vllm --vllm-url ...)")
+    return Upstream(remote.base_url, remote.model, remote.api_key, remote.timeout_s, remote.concurrency)
 
 
 class _Busy(Exception):

@@ -50,6 +50,7 @@ class Job:
     finished: float | None = None
     batch_tasks: int = 0  # tasks in the engine call this job ran in
     budget_tokens: int | None = None  # tokens over all of a trajectory's turns (None: the engine's budget)
+    forward: dict | None = None  # passthrough: a chat body for the backend, forwarded untouched
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -95,6 +96,7 @@ class Batcher:
         max_queue: int = 256,
         on_batch: Callable[[int, float], None] | None = None,
         on_cancel: Callable[[str], None] | None = None,
+        upstream: Any = None,
     ) -> None:
         self.judge = judge
         self.max_batch = max_batch
@@ -102,6 +104,7 @@ class Batcher:
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
         self.on_batch = on_batch
         self.on_cancel = on_cancel or (lambda stage: None)
+        self.upstream = upstream  # passthrough.Upstream: where passthrough jobs go
         self.in_flight = 0
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -127,13 +130,14 @@ class Batcher:
         settings: list[JudgeSettings],
         sampling: SamplingSettings,
         budget_tokens: int | None = None,
+        forward: dict | None = None,
     ) -> Job:
         """Queue tasks; await ``job.future`` for their judgments. Raises QueueFull at once when the queue is full.
         Must be called from the event loop."""
         if self._stopping.is_set():
             raise QueueFull("the server is shutting down")
         loop = asyncio.get_running_loop()
-        job = Job(tasks, settings, sampling, loop.create_future(), loop, budget_tokens=budget_tokens)
+        job = Job(tasks, settings, sampling, loop.create_future(), loop, budget_tokens=budget_tokens, forward=forward)
         try:
             self.queue.put_nowait(job)
         except queue.Full:
@@ -165,16 +169,37 @@ class Batcher:
                 except queue.Empty:
                     break
                 jobs.append(job)
-                n += len(job.tasks)
+                n += max(1, len(job.tasks))
             for j in jobs:
                 if j.cancelled.is_set() or j.future.cancelled():
                     self.on_cancel("queued")
             jobs = [j for j in jobs if not (j.cancelled.is_set() or j.future.cancelled())]
+            passthrough = [j for j in jobs if j.forward is not None]
+            if passthrough:
+                self._forward(passthrough)
             groups: dict[tuple, list[Job]] = {}
             for j in jobs:
-                groups.setdefault(j.sampling_key, []).append(j)
+                if j.forward is None:
+                    groups.setdefault(j.sampling_key, []).append(j)
             for group in groups.values():
                 self._run(group)
+
+    def _forward(self, jobs: list[Job]) -> None:
+        """Passthrough jobs: their bodies go to the backend together; each job gets (status, body)."""
+        from mmreward.server.passthrough import forward  # noqa: PLC0415
+
+        started = time.perf_counter()
+        try:
+            results = asyncio.run(forward(self.upstream, [j.forward for j in jobs]))
+        except Exception as exc:
+            logger.exception("passthrough failed")
+            for j in jobs:
+                j.resolve(error=exc)
+            return
+        finished = time.perf_counter()
+        for j, result in zip(jobs, results):
+            j.started, j.finished, j.batch_tasks = started, finished, len(jobs)
+            j.resolve(result)
 
     def _run(self, jobs: list[Job]) -> None:
         tasks = [t for j in jobs for t in j.tasks]

@@ -45,6 +45,8 @@ class ServerSettings:
     # More served names, each with the reply profile its clients expect (None: mmreward's own, or what the
     # request's text asks for), e.g. {"UnifiedReward-7b-v1.5": "final_score", "UnifiedReward": None}.
     aliases: dict[str, str | None] = field(default_factory=dict)
+    # Served names whose chat requests go to the vllm backend untouched (someone else's judge behind vLLM).
+    passthrough: list[str] = field(default_factory=list)
     token: str | None = None  # bearer token; when set every endpoint but /health requires it
     max_batch: int = 16  # judging tasks gathered into one engine call (1 turns batching off)
     batch_wait_ms: float = 10.0  # how long the worker waits for more requests once one is queued
@@ -72,4 +74,5 @@ class ServerSettings:
 
     @property
     def served_names(self) -> dict[str, str | None]:
-        return {self.model_name: self.aliases.get(self.model_name), **self.aliases}
+        names = {self.model_name: self.aliases.get(self.model_name), **self.aliases}
+        return {**names, **{n: None for n in self.passthrough}}
