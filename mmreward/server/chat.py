@@ -42,6 +42,7 @@ CHAT_OPTIONS = {
     "reward",
     "modality",
     "frame_fps",
+    "min_tokens",
 }
 CUT = {"max_tokens", "max_turns", "context_overflow"}
 _PLACEHOLDER = re.compile(r"^\s*(?:<(?:image|video)>\s*)+")
@@ -267,6 +268,7 @@ class ChatRequests:
             temperature=temperature,
             top_p=req.top_p if req.top_p is not None else 1.0,
             seed=req.seed,
+            min_tokens=int(opts.get("min_tokens", 0)),  # fixed-work benchmarks: no end of turn before this
         )
         return ChatPlan(
             prompt=prompt,

@@ -9,6 +9,10 @@ Without ``--model`` it builds the tiny model. Requests are pairwise judgments of
 request does the same work: a first turn of ``--max-new-tokens`` tokens, about a thinking judge's reasoning (a
 random-weight model's turn never parses, so it ends there). Goals (issue 7): at concurrency 32,
 batching on >= 4x the requests/s of batching off, and the server >= 0.5x the raw engine's throughput.
+
+It also runs a Pref-GRPO-shaped workload: groups of 6 generated images, each judged as its 15 pairs, sent once as
+``/v1/rewards`` calls (one per group, the groups concurrently) and once as per-pair chat requests the way
+Pref-GRPO's client sends them (its think template, 16 threads), on the same server and the same work per pair.
 """
 
 from __future__ import annotations
@@ -110,6 +114,74 @@ def raw_engine(judge, bodies: list[dict], n: int, args) -> dict:
     return {"requests": n, "wall_s": round(wall, 3), "requests_per_s": round(n / wall, 3), "batch": batch}
 
 
+async def pref_grpo(url: str, bodies: list[dict], groups: int, options: dict) -> dict:
+    """Groups of 6 images judged as 15 pairs: /v1/rewards per group vs one chat request per pair (16 at a time)."""
+    import itertools
+
+    images = [c for b in bodies for c in b["candidates"]]
+    group_items = [[images[(6 * g + k) % len(images)] for k in range(6)] for g in range(groups)]
+    prompt = bodies[0]["prompt"]
+    judge_options = {k: options[k] for k in ("temperature", "seed", "tools", "max_tokens", "min_tokens")}
+    think = (
+        "You are an objective and precise evaluator for image quality comparison. The caption for the generated "
+        f"images is: 「{prompt}」. Reason inside <think> and </think>, then answer inside <answer> and </answer> with "
+        "only one of:\n- Image 1 is better\n- Image 2 is better\n<think>...</think>\n<answer>Image 1 is better</answer>"
+    )
+    out = {}
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        start = time.perf_counter()
+        replies = await asyncio.gather(
+            *(
+                client.post(
+                    "/v1/rewards",
+                    json={"prompt": prompt, "items": items, "mode": "pairwise_winrate", **judge_options},
+                )
+                for items in group_items
+            )
+        )
+        wall = time.perf_counter() - start
+        out["rewards_endpoint"] = {
+            "calls": groups,
+            "pairs": 15 * groups,
+            "errors": sum(r.status_code != 200 for r in replies),
+            "wall_s": round(wall, 3),
+            "pairs_per_s": round(15 * groups / wall, 3),
+        }
+        sem = asyncio.Semaphore(16)
+        errors = 0
+
+        async def pair(a: str, b: str) -> None:
+            nonlocal errors
+            content = [{"type": "image_url", "image_url": {"url": u}} for u in (a, b)]
+            content.append({"type": "text", "text": think})
+            body = {
+                "model": "mmreward-judge",
+                "messages": [{"role": "user", "content": content}],
+                "temperature": options["temperature"],
+                "seed": options["seed"],
+                "max_tokens": 4096,
+                "mmreward": {"min_tokens": options["min_tokens"], "tools": options["tools"]},
+            }
+            async with sem:
+                r = await client.post("/v1/chat/completions", json=body)
+                errors += r.status_code != 200
+
+        start = time.perf_counter()
+        await asyncio.gather(*(pair(a, b) for items in group_items for a, b in itertools.combinations(items, 2)))
+        wall = time.perf_counter() - start
+        out["per_pair_chat"] = {
+            "calls": 15 * groups,
+            "pairs": 15 * groups,
+            "errors": errors,
+            "wall_s": round(wall, 3),
+            "pairs_per_s": round(15 * groups / wall, 3),
+        }
+    out["rewards_vs_per_pair_chat"] = round(
+        out["rewards_endpoint"]["pairs_per_s"] / out["per_pair_chat"]["pairs_per_s"], 3
+    )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="checkpoint folder (default: build the tiny model)")
@@ -120,6 +192,7 @@ def main() -> None:
     )
     ap.add_argument("--max-turns", type=int, default=2)
     ap.add_argument("--batch-wait-ms", type=float, default=10.0)
+    ap.add_argument("--pref-groups", type=int, default=4, help="groups of 6 in the Pref-GRPO-shaped workload")
     args = ap.parse_args()
 
     from transformers.utils import logging as hf_logging
@@ -143,6 +216,8 @@ def main() -> None:
                     if c == 1:
                         n = max(8, args.requests // 4)  # sequential requests: fewer are enough for a stable rate
                     results[name][f"c{c}"] = asyncio.run(load(srv.url, bodies, c, n, options))
+                if max_batch > 1:
+                    pref = asyncio.run(pref_grpo(srv.url, bodies, args.pref_groups, options))
     top = f"c{max(args.concurrency)}"
     on, off = results["batching_on"][top]["requests_per_s"], results["batching_off"][top]["requests_per_s"]
     report = {
@@ -152,6 +227,7 @@ def main() -> None:
         "server": results,
         f"batching_speedup_at_{top}": round(on / off, 2),
         f"server_vs_raw_engine_at_{top}": round(on / raw["requests_per_s"], 3),
+        "pref_grpo_group_of_6": pref,
         "goals": {"batching_speedup": ">= 4", "server_vs_raw_engine": ">= 0.5"},
     }
     print(json.dumps(report, indent=2))
