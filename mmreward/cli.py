@@ -173,7 +173,9 @@ def _add_serve(sub) -> None:
     p.add_argument("--allow-url-host", action="append", default=[], help="a host whose URLs may be fetched")
     p.add_argument("--allow-private-urls", action="store_true", help="let allowed hosts resolve to private IPs")
     p.add_argument("--max-body-mb", type=float, default=64.0)
-    p.add_argument("--max-images", type=int, default=64, help="images per request, video frames sent as images included")
+    p.add_argument(
+        "--max-images", type=int, default=64, help="images per request, video frames sent as images included"
+    )
     p.add_argument("--max-image-pixels", type=int, default=16_777_216)
     p.add_argument("--max-video-seconds", type=float, default=120.0)
     p.add_argument("--max-new-tokens", type=int, default=256, help="per turn, unless a request asks otherwise")

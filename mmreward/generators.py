@@ -80,6 +80,9 @@ class TransformersGenerator:
         # Keep each trajectory's KV cache between turns and encode only what a turn appends (see `_generate_cached`).
         self.reuse_cache = reuse_cache
         self._caches: dict[str, tuple[list[int], Any]] = {}
+        # Per trajectory: each image's processed pixels and grid, by content, so a turn preprocesses only its new
+        # images (the processor would otherwise resize and patch every image of the context again, every turn).
+        self._pixels: dict[str, dict[bytes, tuple[Any, Any]]] = {}
         tok = processor.tokenizer
         self.tokenizer = tok
         self.suppress_ids = vision_token_ids(tok)
@@ -119,12 +122,41 @@ class TransformersGenerator:
     def release(self, key: str) -> None:
         """Forget a finished trajectory's cache."""
         self._caches.pop(key, None)
+        self._pixels.pop(key, None)
+
+    def encode_context(self, key: str, text: str, images: list[Image.Image]):
+        """What ``processor(text=[text], images=images)`` returns, preprocessing only the images this trajectory
+        has not shown before (tested equal to the processor's own output)."""
+        import hashlib  # noqa: PLC0415
+
+        import torch  # noqa: PLC0415
+
+        if not images:
+            return self.processor(text=[text], return_tensors="pt")
+        memo = self._pixels.setdefault(key, {})
+        prints = [hashlib.blake2b(im.tobytes(), digest_size=16, person=im.mode.encode()[:16]).digest()
+                  + f"{im.width}x{im.height}".encode() for im in images]  # fmt: skip
+        new = {p: im for p, im in zip(prints, images) if p not in memo}
+        if new:
+            out = self.processor.image_processor(images=list(new.values()), return_tensors="pt")
+            sizes = out["image_grid_thw"].prod(-1).tolist()
+            for p, pixels, grid in zip(new, out["pixel_values"].split(sizes), out["image_grid_thw"]):
+                memo[p] = (pixels, grid)
+        grid = torch.stack([memo[p][1] for p in prints])
+        replacements = [self.processor.replace_image_token({"image_grid_thw": grid}, i) for i in range(len(prints))]
+        expanded, _ = self.processor.get_text_with_replacements([text], replacements)
+        batch = dict(self.tokenizer(expanded, return_tensors="pt"))
+        batch["pixel_values"] = torch.cat([memo[p][0] for p in prints])
+        batch["image_grid_thw"] = grid
+        return batch
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         import torch  # noqa: PLC0415
 
         if self.reuse_cache:
-            return [self._generate_cached(r) for r in requests]
+            if len(requests) == 1:
+                return [self._generate_cached(requests[0])]
+            return self._generate_cached_batch(requests)
         texts = [self.render(r.messages, r.tools) for r in requests]
         images = [im for r in requests for im in r.images]
         batch = self._encode(texts, images)
@@ -190,7 +222,7 @@ class TransformersGenerator:
         import torch  # noqa: PLC0415
         from transformers import DynamicCache  # noqa: PLC0415
 
-        batch = self.processor(text=[text], images=images or None, return_tensors="pt")
+        batch = self.encode_context(key, text, images)
         ids = batch["input_ids"][0].tolist()
         pos = self._positions(batch)
         pad_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
@@ -245,23 +277,7 @@ class TransformersGenerator:
         rng = torch.Generator().manual_seed((s.seed or 0) + r.turn) if s.temperature > 0 else None
         out: list[int] = []
         for step in range(r.max_new_tokens):
-            logits = logits.clone()
-            if s.repetition_penalty != 1.0:  # as transformers' RepetitionPenaltyLogitsProcessor, over the context
-                seen = torch.tensor(sorted(set(ids) | set(out)), device=logits.device)
-                score = logits[seen]
-                logits[seen] = torch.where(score < 0, score * s.repetition_penalty, score / s.repetition_penalty)
-            logits[self.suppress_ids] = float("-inf")
-            if step < s.min_new_tokens:
-                logits[self.eos_ids] = float("-inf")
-            if rng is None:
-                tok = int(logits.argmax())
-            else:
-                probs = torch.softmax(logits / s.temperature, dim=-1)
-                if s.top_p < 1.0:
-                    sp, si = probs.sort(descending=True)
-                    keep = sp.cumsum(-1) - sp < s.top_p
-                    probs = torch.zeros_like(probs).scatter(0, si[keep], sp[keep])
-                tok = int(torch.multinomial(probs / probs.sum(), 1, generator=rng))
+            tok = self._next_token(logits, ids, out, step, rng)
             out.append(tok)
             if tok in self.end_ids or step == r.max_new_tokens - 1:
                 break
@@ -282,6 +298,152 @@ class TransformersGenerator:
         text = self.tokenizer.decode(out[:keep], skip_special_tokens=False)
         completion = n + (1 if n < len(out) and out[n] != self.pad_id else 0)
         return GenerationOutput(text=_cut_at_stop(text), prompt_tokens=prompt_len, completion_tokens=completion)
+
+    def _next_token(self, logits, context: list[int], out: list[int], step: int, rng) -> int:
+        """One token from one row's last logits: the repetition penalty over the context, vision tokens suppressed,
+        end of turn held back before ``min_new_tokens``, then greedy or top-p sampling."""
+        import torch  # noqa: PLC0415
+
+        s = self.sampling
+        logits = logits.clone()
+        if s.repetition_penalty != 1.0:  # as transformers' RepetitionPenaltyLogitsProcessor, over the context
+            seen = torch.tensor(sorted(set(context) | set(out)), device=logits.device)
+            score = logits[seen]
+            logits[seen] = torch.where(score < 0, score * s.repetition_penalty, score / s.repetition_penalty)
+        logits[self.suppress_ids] = float("-inf")
+        if step < s.min_new_tokens:
+            logits[self.eos_ids] = float("-inf")
+        if rng is None:
+            return int(logits.argmax())
+        probs = torch.softmax(logits / s.temperature, dim=-1)
+        if s.top_p < 1.0:
+            sp, si = probs.sort(descending=True)
+            keep = sp.cumsum(-1) - sp < s.top_p
+            probs = torch.zeros_like(probs).scatter(0, si[keep], sp[keep])
+        return int(torch.multinomial(probs / probs.sum(), 1, generator=rng))
+
+    def _prefill(self, requests: list[GenerationRequest], texts: list[str]) -> dict[str, tuple[Any, list[int], int]]:
+        """First turns, encoded as one left-padded batch (as generation without cache reuse encodes them), then cut
+        into one cache per trajectory. Returns key -> (last logits, ids, next position)."""
+        import torch  # noqa: PLC0415
+        from transformers import DynamicCache  # noqa: PLC0415
+
+        batch = self._encode(texts, [im for r in requests for im in r.images])
+        mask = batch["attention_mask"]
+        ids = batch["input_ids"]
+        inner = getattr(self.model, "model", self.model)
+        if batch.get("image_grid_thw") is not None:
+            mm = (ids == self.tokenizer.convert_tokens_to_ids("<|image_pad|>")).long()
+            pos, _ = inner.get_rope_index(ids, mm, image_grid_thw=batch["image_grid_thw"], attention_mask=mask)
+        else:
+            pos = (mask.cumsum(-1) - 1).clamp(min=0).unsqueeze(0).expand(3, -1, -1)
+        cache = DynamicCache(config=self.model.config)
+        extra = {k: v for k, v in batch.items() if k in ("pixel_values", "image_grid_thw")}
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+                cache_position=torch.arange(ids.shape[1], device=ids.device),
+                **extra,
+            )
+        width = ids.shape[1]
+        result = {}
+        for i, r in enumerate(requests):
+            start = width - int(mask[i].sum())
+            own = [
+                (layer.keys[i : i + 1, :, start:].clone(), layer.values[i : i + 1, :, start:].clone())
+                for layer in cache.layers
+            ]
+            row_ids = ids[i, start:].tolist()
+            self._caches[r.key] = (row_ids, DynamicCache(own, config=self.model.config))
+            result[r.key] = (out.logits[i, -1].float(), row_ids, int(pos[0, i, -1]) + 1)
+        return result
+
+    def _generate_cached_batch(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        """Cache reuse inside a batch: each trajectory brings its own cache up to date (encoding only what its
+        last turn and tool observation appended), then all of them decode together. The caches are left-padded
+        into one batch for decoding and cut back into per-trajectory caches afterwards, so the next turn again
+        encodes only what it appends."""
+        import torch  # noqa: PLC0415
+        from transformers import DynamicCache  # noqa: PLC0415
+
+        s = self.sampling
+        texts = [self.render(r.messages, r.tools) for r in requests]
+        fresh = [i for i, r in enumerate(requests) if r.key not in self._caches]
+        prefilled = self._prefill([requests[i] for i in fresh], [texts[i] for i in fresh]) if len(fresh) > 1 else {}
+        rows = []
+        for r, text in zip(requests, texts):
+            if r.key in prefilled:
+                logits, ids, next_pos = prefilled[r.key]
+            else:
+                logits, _, ids, next_pos = self.extend(r.key, text, r.images)
+            rows.append((r, logits, list(ids), next_pos, self._caches[r.key][1]))
+        lengths = [len(ids) for _, _, ids, _, _ in rows]
+        width = max(lengths)
+        dev = self.model.device
+        n_layers = len(rows[0][4].layers)
+        padded = []
+        for layer in range(n_layers):
+            ks, vs = [], []
+            for (_, _, _, _, cache), n in zip(rows, lengths):
+                k, v = cache.layers[layer].keys, cache.layers[layer].values
+                pad = (0, 0, width - n, 0)  # left padding along the sequence axis
+                ks.append(torch.nn.functional.pad(k, pad))
+                vs.append(torch.nn.functional.pad(v, pad))
+            padded.append((torch.cat(ks), torch.cat(vs)))
+        batch_cache = DynamicCache(padded, config=self.model.config)
+        mask = torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=dev)
+        rngs = [torch.Generator().manual_seed((s.seed or 0) + r.turn) if s.temperature > 0 else None for r, *_ in rows]
+        outs: list[list[int]] = [[] for _ in rows]
+        done = [False] * len(rows)
+        logits = [row[1] for row in rows]
+        budget = max(r.max_new_tokens for r in requests)
+        for step in range(budget):
+            toks = []
+            for i, (r, _, ids, _, _) in enumerate(rows):
+                if done[i]:
+                    toks.append(self.pad_id)
+                    continue
+                tok = self._next_token(logits[i], ids, outs[i], step, rngs[i])
+                outs[i].append(tok)
+                done[i] = tok in self.end_ids or len(outs[i]) >= r.max_new_tokens
+                toks.append(tok)
+            if all(done):
+                break
+            mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=dev)], dim=1)
+            positions = torch.tensor([row[3] + step for row in rows], device=dev).view(1, -1, 1).expand(3, -1, 1)
+            with torch.inference_mode():
+                o = self.model(
+                    input_ids=torch.tensor([[t] for t in toks], device=dev),
+                    position_ids=positions,
+                    attention_mask=mask,
+                    past_key_values=batch_cache,
+                    use_cache=True,
+                    cache_position=torch.tensor([width + step], device=dev),
+                )
+            logits = [o.logits[i, -1].float() for i in range(len(rows))]
+        outputs = []
+        for i, (r, _, ids, _, _) in enumerate(rows):
+            out = outs[i]
+            # The cache holds every generated token but a final end token (as the one-row loop leaves it).
+            fed = out[:-1] if out and (out[-1] in self.end_ids or len(out) >= r.max_new_tokens) else out
+            start, stop = width - lengths[i], width + len(fed)
+            own = [
+                (layer.keys[i : i + 1, :, start:stop].clone(), layer.values[i : i + 1, :, start:stop].clone())
+                for layer in batch_cache.layers
+            ]
+            self._caches[r.key] = (ids + fed, DynamicCache(own, config=self.model.config))
+            n = next((k for k, t in enumerate(out) if t in self.end_ids), len(out))
+            keep = n + (1 if n < len(out) and out[n] in self.stop_tag_ids else 0)
+            text = self.tokenizer.decode(out[:keep], skip_special_tokens=False)
+            completion = n + (1 if n < len(out) and out[n] != self.pad_id else 0)
+            outputs.append(
+                GenerationOutput(text=_cut_at_stop(text), prompt_tokens=len(ids), completion_tokens=completion)
+            )
+        return outputs
 
     def option_logprobs(
         self, messages: list[dict[str, Any]], images: list[Image.Image], tools, prefix: str, options: list[str]

@@ -253,6 +253,74 @@ def test_reuse_cache_generates_what_reencoding_generates(tiny_model, real_image_
     assert runs[0] == runs[1]
 
 
+def test_batched_cache_reuse_generates_what_one_trajectory_at_a_time_generates(
+    tiny_model, real_image_pair, real_video_pair
+):
+    """Cache reuse inside a batch (caches left-padded together for decoding, cut apart afterwards) picks the same
+    tokens as the one-trajectory loop, turn after turn, greedy and sampled, images and video, both orders."""
+    model, processor = tiny_model
+    tasks = [
+        JudgeTask("a room", [str(p) for p in real_image_pair], id="a"),
+        JudgeTask("a girl", [str(p) for p in real_video_pair], modality="video", id="b"),
+        JudgeTask("which is right?", ["a red one", "a blue one"], modality="answer", media=[str(real_image_pair[0])]),
+    ]
+    for sampling in (SamplingSettings(max_new_tokens=12), SamplingSettings(max_new_tokens=12, temperature=1.0)):
+        runs = []
+        for batch in (1, 6):
+            gen = TransformersGenerator(model, processor, sampling, reuse_cache=True)
+            engine = RolloutEngine(gen, settings=EngineSettings(max_turns=3, batch_size=batch))
+            trajs = engine.run(tasks * 2, [[0, 1], [1, 0], [0, 1], [1, 0], [0, 1], [1, 0]])
+            runs.append([(t.final_text, t.num_turns, t.prompt_tokens, t.completion_tokens) for t in trajs])
+            assert not gen._caches
+        assert runs[0] == runs[1], sampling
+
+    # Tool turns: the second turn of each trajectory reuses the cache the batched first turn left, encoding only
+    # the turn it generated and the tool observation, and still equals the one-trajectory loop.
+    from mmreward.generators import GenerationRequest
+    from mmreward.protocol import assistant_message, build_conversation, resolve_images, tool_message
+    from mmreward.tools import default_registry
+
+    registry = default_registry()
+    convs = [build_conversation(tasks[0], order) for order in ([0, 1], [1, 0])]
+    convs.append(build_conversation(tasks[2]))
+    tools = registry.schemas(["crop"])
+    visual = EngineSettings().visual
+
+    def requests(turn: int) -> list[GenerationRequest]:
+        out = []
+        for k, conv in enumerate(convs):
+            messages = list(conv.messages)
+            if turn:
+                args = {"image": "image_1", "bbox_2d": [0, 0, 400 + 100 * k, 500]}
+                result = registry.call(conv.context, "crop", args)
+                messages += [
+                    assistant_message(format_turn("look", tool=("crop", args))),
+                    tool_message(result.text, [n for n, _ in result.images]),
+                ]
+            msgs, images = resolve_images(messages, conv.context.images, visual)
+            out.append(GenerationRequest(f"t{k}", turn, msgs, images, tools, 10))
+        return out
+
+    texts = {}
+    for mode in ("one", "batch"):
+        gen = TransformersGenerator(model, processor, SamplingSettings(max_new_tokens=10), reuse_cache=True)
+        encoded: list[tuple[int, int]] = []  # (tokens encoded, tokens in the context) per extend
+
+        def spy(key, text, images, extend=gen.extend, encoded=encoded):
+            result = extend(key, text, images)
+            encoded.append((result[1], len(result[2])))
+            return result
+
+        gen.extend = spy
+        first, second = requests(0), requests(1)
+        if mode == "one":
+            texts[mode] = [gen.generate([r])[0].text for r in first] + [gen.generate([r])[0].text for r in second]
+        else:
+            texts[mode] = [o.text for o in gen.generate(first)] + [o.text for o in gen.generate(second)]
+        assert all(n < total // 2 for n, total in encoded[len(convs) :]), encoded  # turn 2: only what was appended
+    assert texts["one"] == texts["batch"]
+
+
 def test_checkpoint_generation_config_does_not_change_the_judge(tiny_model, real_image_pair, monkeypatch):
     """Qwen2.5-VL's release asks for repetition_penalty 1.05 in generation_config.json. The judge sets its own
     (1.0, as GRPO trains), so re-encoding (transformers' generate) and the KV-reusing loop pick the same tokens, at
@@ -274,3 +342,52 @@ def test_checkpoint_generation_config_does_not_change_the_judge(tiny_model, real
             tokens[penalty, reuse] = decoded[-1]
         assert tokens[penalty, False] == tokens[penalty, True], penalty
     assert tokens[1.0, False] != tokens[100.0, False]  # the setting reaches generation
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_context_encoding_preprocesses_only_new_images_and_equals_the_processor(tmp_path, family):
+    import numpy as np
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from mmreward.release_like import init_like
+
+    folder = init_like(tmp_path / family, family)
+    processor = AutoProcessor.from_pretrained(folder)
+
+    class NoModel:  # encode_context needs the processor and tokenizer only
+        generation_config = type("G", (), {"eos_token_id": None})()
+
+        def forward(self, input_ids=None):
+            raise AssertionError("no forward pass here")
+
+    gen = TransformersGenerator(NoModel(), processor)
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in ((64, 96), (120, 80), (56, 56))
+    ]
+    calls = []
+    reference = AutoProcessor.from_pretrained(folder)
+
+    class Counting:  # the generator's image processor, counting the images it is asked to preprocess
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, *args, **kwargs):
+            calls.append(len(kwargs["images"]))
+            return self.inner(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    processor.image_processor = Counting(processor.image_processor)
+    for n in (2, 3):  # a turn adds a tool observation
+        text = "".join(f"<|vision_start|><|image_pad|><|vision_end|>view {i}. " for i in range(n))
+        ours = gen.encode_context("t", text, [im.copy() for im in images[:n]])
+        ref = reference(text=[text], images=images[:n], return_tensors="pt")
+        assert ours["input_ids"].tolist() == ref["input_ids"].tolist()
+        assert torch.equal(ours["image_grid_thw"], ref["image_grid_thw"])
+        torch.testing.assert_close(ours["pixel_values"], ref["pixel_values"], rtol=0, atol=0)
+    assert calls[:2] == [2, 1]  # the second turn preprocessed only its new image
+    gen.release("t")
+    assert not gen._pixels
