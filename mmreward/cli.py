@@ -124,7 +124,7 @@ def _add_judge(sub) -> None:
     p.add_argument(
         "--reuse-cache",
         action="store_true",
-        help="keep the KV cache between tool turns and encode only what each turn appends (one trajectory at a time)",
+        help="keep the KV cache between tool turns and encode only what each turn appends (batched too)",
     )
     p.add_argument("--json", action="store_true", help="print the judgment with its trajectory records as JSON")
 
@@ -187,6 +187,13 @@ def _add_serve(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--attn-implementation", default=None, choices=["sdpa", "eager", "flash_attention_2"])
+    p.add_argument(
+        "--reuse-cache",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="transformers backend: keep each trajectory's KV cache between tool turns, batched, so a turn encodes "
+        "only what it appended (default on; --no-reuse-cache re-encodes every turn)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -388,6 +395,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_tool_calls=args.max_tool_calls,
         overview_frames=args.overview_frames,
         engine_batch=max(8, 2 * args.max_batch),
+        reuse_cache=args.reuse_cache,
     )
     if args.host not in ("127.0.0.1", "localhost", "::1") and token is None:
         logger.warning("serving on %s without a bearer token: anyone who can reach it can use the model", args.host)

@@ -36,6 +36,7 @@ class BackendSettings:
     max_tool_calls: int = 4
     overview_frames: int | None = None  # None: the checkpoint's recorded settings, else 8
     engine_batch: int = 32  # trajectories per generate call
+    reuse_cache: bool = True  # transformers: keep each trajectory's KV cache between tool turns (batched)
 
     def __post_init__(self) -> None:
         if self.backend not in ("transformers", "vllm"):
@@ -88,6 +89,7 @@ def build_judge(b: BackendSettings) -> Judge:
             engine,
             sampling,
             ModelSettings(dtype=b.dtype, device=b.device, attn_implementation=b.attn_implementation),
+            reuse_cache=b.reuse_cache,
         )
     from mmreward.remote import OpenAIGenerator, RemoteSettings  # noqa: PLC0415
 

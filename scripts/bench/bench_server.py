@@ -234,11 +234,28 @@ def cache_reuse(model_dir: str, bodies: list[dict], args) -> dict:
     for name, reuse in (("reencode", False), ("reuse_cache", True)):
         gen = ToolTurns(TransformersGenerator(model, processor, SamplingSettings(n), reuse_cache=reuse))
         engine = RolloutEngine(gen, settings=resolve_engine_settings(model_dir, processor, max_turns=4, batch_size=c))
-        settings = ServerSettings(port=0, max_batch=c, batch_wait_ms=args.batch_wait_ms, max_queue=1024)
+        # A wait long enough that each wave of c requests is judged as one batch, in both modes alike.
+        settings = ServerSettings(port=0, max_batch=c, batch_wait_ms=100.0, max_queue=1024)
         with BackgroundServer(Judge(engine), settings) as srv:
             asyncio.run(load(srv.url, bodies, c, min(8, c), options))  # warm-up
             out[name] = asyncio.run(load(srv.url, bodies, c, c * 2, options))
+        # The same judgments straight into the engine (no HTTP), one batch of c at a time.
+        from mmreward.judge import JudgeSettings
+        from mmreward.media import load_image
+        from mmreward.protocol import JudgeTask
+
+        tasks = [
+            JudgeTask(b["prompt"], [load_image(x) for x in b["candidates"]], id=f"e{k}") for k, b in enumerate(bodies)
+        ]
+        gen.sampling = SamplingSettings(n, min_new_tokens=n)
+        start = time.perf_counter()
+        for _ in range(2):
+            Judge(engine).judge(tasks[:c], settings=[JudgeSettings(tools=True)] * len(tasks[:c]))
+        out[name]["engine_judgments_per_s"] = round(2 * len(tasks[:c]) / (time.perf_counter() - start), 3)
     out["reuse_vs_reencode"] = round(out["reuse_cache"]["requests_per_s"] / out["reencode"]["requests_per_s"], 3)
+    out["reuse_vs_reencode_engine"] = round(
+        out["reuse_cache"]["engine_judgments_per_s"] / out["reencode"]["engine_judgments_per_s"], 3
+    )
     out["work"] = f"pairwise image judgment: 2 crop turns + a verdict, {n} tokens a turn, concurrency {c}"
     return out
 
