@@ -746,3 +746,22 @@ def test_passthrough_forwards_a_foreign_judges_messages_untouched(tiny_model, ti
                 )
             metrics = httpx.get(srv.url + "/metrics", headers={"Authorization": "Bearer a-long-token"}).text
             assert 'mmreward_requests_total{endpoint="/v1/chat/completions",status="200"} 1.0' in metrics
+
+
+def test_each_client_template_gives_up_its_caption_or_question():
+    from mmreward.server.replies import recognise
+
+    bracketed = "a cat [sitting] on a mat"  # "Text Caption: [...]" templates: up to the last bracket
+    cases = {
+        "unifiedreward_score": (FLOW_GRPO_QUESTION.format(prompt=bracketed), bracketed),
+        "unifiedreward_2_pointwise": (PREF_UR2.format(prompt=bracketed), bracketed),
+        "unifiedreward_think_image": (PREF_THINK_IMAGE.format(prompt="a cat on a mat"), "a cat on a mat"),
+        "unifiedreward_think_video": (PREF_THINK_VIDEO.format(prompt="a cat on a mat"), "a cat on a mat"),
+        "unifiedreward_flex": (PREF_FLEX.format(prompt="a cat on a mat"), "a cat on a mat"),
+    }
+    for name, (text, caption) in cases.items():
+        found = recognise(text)
+        assert found is not None and (found.template, found.prompt) == (name, caption), (name, found)
+    vl = recognise(VLRB_PROMPT.format(query="What colour?", a1="red.\n\nIt is red", a2="blue"))
+    assert (vl.template, vl.prompt, vl.answers) == ("vl_rewardbench", "What colour?", ["red.\n\nIt is red", "blue"])
+    assert recognise("Which image better shows a red circle above a blue square?") is None  # stays the prompt

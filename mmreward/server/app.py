@@ -242,6 +242,11 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         metrics.errors.labels("internal").inc()
         return JSONResponse(error_body("internal error; see the server log", "server_error", "internal_error"), 500)
 
+    def turn_budget(max_tokens: int | None) -> int | None:
+        """A per-turn max_tokens above the trajectory's token budget raises that budget, so a turn can use it."""
+        budget = judge.engine.settings.budget.max_tokens
+        return max_tokens if max_tokens is not None and budget is not None and max_tokens > budget else None
+
     # ---------------------------------------------------------------------------------------------------------------
     async def run_tasks(
         request: Request,
@@ -328,7 +333,9 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         start = time.perf_counter()
         sampling = requests.sampling(req)
         task = await run_in_threadpool(requests.judge_task, req)
-        (judgment,), timings = await run_tasks(request, [task], [requests.judge_settings(req)], sampling)
+        (judgment,), timings = await run_tasks(
+            request, [task], [requests.judge_settings(req)], sampling, turn_budget(req.max_tokens)
+        )
         timings["total_s"] = round(time.perf_counter() - start, 4)
         return judgment_json(judgment, timings, req.return_trajectories)
 
@@ -343,7 +350,7 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         timings: dict[str, Any] = {}
         if tasks:
             js = [requests.judge_settings(req)] * len(tasks)
-            judgments, timings = await run_tasks(request, tasks, js, sampling)
+            judgments, timings = await run_tasks(request, tasks, js, sampling, turn_budget(req.max_tokens))
         body = group_rewards(req, groups, pairs, judgments, failed)
         timings["total_s"] = round(time.perf_counter() - start, 4)
         body["timings"] = timings
