@@ -253,8 +253,8 @@ class ChatRequests:
             modality = "video" if candidates[0].kind != "image" else "image"
         n_cand = len(answers) if answers else len(candidates)
         kind = kind or ("pointwise" if n_cand == 1 else "multi" if dims else "pairwise")
-        if REPLY_FORMATS[reply].pair_scores and n_cand != 2:
-            raise RequestError(400, "invalid_request", "reply pair_score scores two candidates", "mmreward")
+        if REPLY_FORMATS[reply].pair_scores and (n_cand != 2 or answers):
+            raise RequestError(400, "invalid_request", "reply pair_score scores two images or videos", "mmreward")
 
         # A judge is greedy by default. n > 1 samples (OpenAI's default temperature is 1) unless told otherwise;
         # at temperature 0 the n choices are one greedy judgment, as vLLM returns n identical choices.
