@@ -220,6 +220,25 @@ class TransformersGenerator:
         image; the appended images get their 3-D positions from the rope index of the whole sequence, so the
         result equals encoding everything again (tested)."""
         import torch  # noqa: PLC0415
+
+        plan = self._plan(key, text, images)
+        ids, pos, p, cache = plan["ids"], plan["pos"], plan["p"], plan["cache"]
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=plan["input_ids"][:, p:].to(self.model.device),
+                position_ids=pos[:, :, p:].to(self.model.device),
+                past_key_values=cache,
+                use_cache=True,
+                cache_position=torch.arange(p, len(ids), device=self.model.device),
+                **{k: v.to(self.model.device) for k, v in plan["vision"].items()},
+            )
+        self._caches[key] = (ids, cache)
+        return out.logits[0, -1].float(), len(ids) - p, ids, int(pos[0, 0, -1]) + 1
+
+    def _plan(self, key: str, text: str, images: list[Image.Image]) -> dict[str, Any]:
+        """What bringing ``key``'s cache up to ``text`` takes: the full ids and 3-D positions, the reuse point ``p``
+        (the longest cached prefix that does not cut an image), the cache cut back to it, and the pixels of the
+        images after it."""
         from transformers import DynamicCache  # noqa: PLC0415
 
         batch = self.encode_context(key, text, images)
@@ -250,21 +269,11 @@ class TransformersGenerator:
             cache.crop(p - cache.get_seq_length())
         n_cached = sum(1 for _, b in spans if b <= p)
         grid = batch.get("image_grid_thw")
-        kwargs: dict[str, Any] = {}
+        vision: dict[str, Any] = {}
         if grid is not None and n_cached < len(grid):
             first_patch = int(grid[:n_cached].prod(-1).sum())
-            kwargs = {"pixel_values": batch["pixel_values"][first_patch:], "image_grid_thw": grid[n_cached:]}
-        with torch.inference_mode():
-            out = self.model(
-                input_ids=batch["input_ids"][:, p:].to(self.model.device),
-                position_ids=pos[:, :, p:].to(self.model.device),
-                past_key_values=cache,
-                use_cache=True,
-                cache_position=torch.arange(p, len(ids), device=self.model.device),
-                **{k: v.to(self.model.device) for k, v in kwargs.items()},
-            )
-        self._caches[key] = (ids, cache)
-        return out.logits[0, -1].float(), len(ids) - p, ids, int(pos[0, 0, -1]) + 1
+            vision = {"pixel_values": batch["pixel_values"][first_patch:], "image_grid_thw": grid[n_cached:]}
+        return {"ids": ids, "input_ids": batch["input_ids"], "pos": pos, "p": p, "cache": cache, "vision": vision}
 
     def _generate_cached(self, r: GenerationRequest) -> GenerationOutput:
         import torch  # noqa: PLC0415
@@ -381,28 +390,74 @@ class TransformersGenerator:
         texts = [self.render(r.messages, r.tools) for r in requests]
         fresh = [i for i, r in enumerate(requests) if r.key not in self._caches]
         prefilled = self._prefill([requests[i] for i in fresh], [texts[i] for i in fresh]) if len(fresh) > 1 else {}
-        rows = []
-        for r, text in zip(requests, texts):
+        plans = {r.key: self._plan(r.key, t, r.images) for r, t in zip(requests, texts) if r.key not in prefilled}
+        dev = self.model.device
+        # Every row's cache, left-padded to the longest cached part (``width``); then every row's suffix (what its
+        # turn appended), right-padded to the longest, encoded in one forward. Pads are masked out everywhere.
+        cached = [len(prefilled[r.key][1]) if r.key in prefilled else plans[r.key]["p"] for r in requests]
+        suffix = [0 if r.key in prefilled else len(plans[r.key]["ids"]) - plans[r.key]["p"] for r in requests]
+        caches = [self._caches[r.key][1] if r.key in prefilled else plans[r.key]["cache"] for r in requests]
+        width, span = max(cached), max(suffix)
+        n_layers = self.model.config.get_text_config().num_hidden_layers
+        padded = []
+        for layer in range(n_layers if width else 0):
+            ks, vs = [], []
+            for cache, n in zip(caches, cached):
+                if n:
+                    k, v = cache.layers[layer].keys, cache.layers[layer].values
+                else:  # an empty cache: shaped from a neighbour's
+                    ref = next(c for c, m in zip(caches, cached) if m).layers[layer].keys
+                    k = v = ref.new_zeros((1, ref.shape[1], 0, ref.shape[3]))
+                ks.append(torch.nn.functional.pad(k, (0, 0, width - n, 0)))
+                vs.append(torch.nn.functional.pad(v, (0, 0, width - n, 0)))
+            padded.append((torch.cat(ks), torch.cat(vs)))
+        batch_cache = (
+            DynamicCache(padded, config=self.model.config) if width else DynamicCache(config=self.model.config)
+        )
+        mask = torch.tensor(
+            [[0] * (width - c) + [1] * c + [1] * n + [0] * (span - n) for c, n in zip(cached, suffix)], device=dev
+        )
+        logits_rows, ids_rows, next_rows = [], [], []
+        if span:
+            input_ids = torch.full((len(requests), span), self.pad_id, dtype=torch.long)
+            positions = torch.zeros((3, len(requests), span), dtype=torch.long)
+            pixels, grids = [], []
+            for i, r in enumerate(requests):
+                if r.key in prefilled:
+                    continue
+                plan = plans[r.key]
+                input_ids[i, : suffix[i]] = plan["input_ids"][0, plan["p"] :]
+                positions[:, i, : suffix[i]] = plan["pos"][:, 0, plan["p"] :]
+                if plan["vision"]:
+                    pixels.append(plan["vision"]["pixel_values"])
+                    grids.append(plan["vision"]["image_grid_thw"])
+            vision = (
+                {"pixel_values": torch.cat(pixels).to(dev), "image_grid_thw": torch.cat(grids).to(dev)}
+                if pixels
+                else {}
+            )
+            with torch.inference_mode():
+                out = self.model(
+                    input_ids=input_ids.to(dev),
+                    position_ids=positions.to(dev),
+                    attention_mask=mask,
+                    past_key_values=batch_cache,
+                    use_cache=True,
+                    cache_position=torch.arange(width, width + span, device=dev),
+                    **vision,
+                )
+        for i, r in enumerate(requests):
             if r.key in prefilled:
                 logits, ids, next_pos = prefilled[r.key]
             else:
-                logits, _, ids, next_pos = self.extend(r.key, text, r.images)
-            rows.append((r, logits, list(ids), next_pos, self._caches[r.key][1]))
-        lengths = [len(ids) for _, _, ids, _, _ in rows]
-        width = max(lengths)
-        dev = self.model.device
-        n_layers = len(rows[0][4].layers)
-        padded = []
-        for layer in range(n_layers):
-            ks, vs = [], []
-            for (_, _, _, _, cache), n in zip(rows, lengths):
-                k, v = cache.layers[layer].keys, cache.layers[layer].values
-                pad = (0, 0, width - n, 0)  # left padding along the sequence axis
-                ks.append(torch.nn.functional.pad(k, pad))
-                vs.append(torch.nn.functional.pad(v, pad))
-            padded.append((torch.cat(ks), torch.cat(vs)))
-        batch_cache = DynamicCache(padded, config=self.model.config)
-        mask = torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=dev)
+                plan = plans[r.key]
+                logits, ids = out.logits[i, suffix[i] - 1].float(), plan["ids"]
+                next_pos = int(plan["pos"][0, 0, -1]) + 1
+            logits_rows.append(logits)
+            ids_rows.append(list(ids))
+            next_rows.append(next_pos)
+        rows = [(r, lg, ids, nxt, None) for r, lg, ids, nxt in zip(requests, logits_rows, ids_rows, next_rows)]
+        start = width + span  # where generated tokens begin in the batch cache
         rngs = [torch.Generator().manual_seed((s.seed or 0) + r.turn) if s.temperature > 0 else None for r, *_ in rows]
         outs: list[list[int]] = [[] for _ in rows]
         done = [False] * len(rows)
@@ -442,7 +497,7 @@ class TransformersGenerator:
                     attention_mask=mask,
                     past_key_values=batch_cache,
                     use_cache=True,
-                    cache_position=torch.tensor([width + step], device=dev),
+                    cache_position=torch.tensor([start + step], device=dev),
                 )
             logits = o.logits[:, -1].float()
         outputs = []
@@ -450,9 +505,15 @@ class TransformersGenerator:
             out = outs[i]
             # The cache holds every generated token but a final end token (as the one-row loop leaves it).
             fed = out[:-1] if out and (out[-1] in self.end_ids or len(out) >= r.max_new_tokens) else out
-            start, stop = width - lengths[i], width + len(fed)
+            # The row's own tokens: its cached part, its suffix, what it generated (the pads between are dropped).
+            keep_at = torch.cat(
+                [
+                    torch.arange(width - cached[i], width + suffix[i]),
+                    torch.arange(start, start + len(fed)),
+                ]
+            ).to(dev)
             own = [
-                (layer.keys[i : i + 1, :, start:stop].clone(), layer.values[i : i + 1, :, start:stop].clone())
+                (layer.keys[i : i + 1, :, keep_at].clone(), layer.values[i : i + 1, :, keep_at].clone())
                 for layer in batch_cache.layers
             ]
             self._caches[r.key] = (ids + fed, DynamicCache(own, config=self.model.config))

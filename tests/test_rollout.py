@@ -304,20 +304,21 @@ def test_batched_cache_reuse_generates_what_one_trajectory_at_a_time_generates(
     texts = {}
     for mode in ("one", "batch"):
         gen = TransformersGenerator(model, processor, SamplingSettings(max_new_tokens=10), reuse_cache=True)
-        encoded: list[tuple[int, int]] = []  # (tokens encoded, tokens in the context) per extend
+        encoded: list[tuple[int, int]] = []  # (tokens to encode, tokens in the context) per cached turn
 
-        def spy(key, text, images, extend=gen.extend, encoded=encoded):
-            result = extend(key, text, images)
-            encoded.append((result[1], len(result[2])))
+        def spy(key, text, images, plan=gen._plan, encoded=encoded):
+            result = plan(key, text, images)
+            encoded.append((len(result["ids"]) - result["p"], len(result["ids"])))
             return result
 
-        gen.extend = spy
+        gen._plan = spy
         first, second = requests(0), requests(1)
         if mode == "one":
             texts[mode] = [gen.generate([r])[0].text for r in first] + [gen.generate([r])[0].text for r in second]
         else:
             texts[mode] = [o.text for o in gen.generate(first)] + [o.text for o in gen.generate(second)]
-        assert all(n < total // 2 for n, total in encoded[len(convs) :]), encoded  # turn 2: only what was appended
+        assert len(encoded) >= len(convs)
+        assert all(n < total // 2 for n, total in encoded[-len(convs) :]), encoded  # turn 2: only what was appended
     assert texts["one"] == texts["batch"]
 
 
