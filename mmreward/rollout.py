@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,7 @@ class _State:
     done: bool = False
     well_formed: bool = True
     index: int = 0  # position in the run's input
+    key: str = ""  # the generator's name for this trajectory: unique within the run, even if ids repeat
 
 
 class RolloutEngine:
@@ -124,8 +126,10 @@ class RolloutEngine:
         if not len(tasks) == len(orders) == len(keys) == len(tools):
             raise ValueError("tasks, orders, keys and tools_on must have the same length")
         states = [self._start(t, o, on, k) for t, o, on, k in zip(tasks, orders, tools, keys)]
+        repeated = {k for k, n in Counter(keys).items() if n > 1}
         for i, st in enumerate(states):
             st.index = i
+            st.key = f"{st.traj.id}@{i}" if st.traj.id in repeated else st.traj.id
         self._cancelled = cancelled
         bar = None
         if progress:
@@ -135,17 +139,26 @@ class RolloutEngine:
             bar.update(sum(st.done for st in states))
         bs = self.settings.batch_size
         # Batches are formed over live trajectories each round, so finished ones free their slot at once.
-        while True:
-            live = [st for st in states if not st.done]
-            if not live:
-                break
-            for i in range(0, len(live), bs):
-                chunk = live[i : i + bs]
-                self._step(chunk)
-                if bar is not None:
-                    bar.update(sum(st.done for st in chunk))
-        if bar is not None:
-            bar.close()
+        try:
+            while True:
+                live = [st for st in states if not st.done]
+                if not live:
+                    break
+                for i in range(0, len(live), bs):
+                    chunk = live[i : i + bs]
+                    self._step(chunk)
+                    if bar is not None:
+                        bar.update(sum(st.done for st in chunk))
+        finally:
+            # A run that raised leaves no per-trajectory state behind: keys recur across runs ("chat#01#0"), and a
+            # stale KV cache matched by token ids alone would carry another request's images.
+            release = getattr(self.generator, "release", None)
+            if release is not None:
+                for st in states:
+                    if not st.done:
+                        release(st.key)
+            if bar is not None:
+                bar.close()
         for st in states:
             st.traj.images = {name: dict(p) for name, p in st.ctx.provenance.items()}
         return [st.traj for st in states]
@@ -169,7 +182,7 @@ class RolloutEngine:
             messages, images = resolve_images(context, st.ctx.images, s.visual)
             max_new = self._max_new_tokens(remaining)
             names = image_refs(context)
-            requests.append(GenerationRequest(t.id, t.num_turns, messages, images, st.tools, max_new, names))
+            requests.append(GenerationRequest(st.key, t.num_turns, messages, images, st.tools, max_new, names))
             ready.append(st)
         if not requests:
             return
@@ -255,7 +268,7 @@ class RolloutEngine:
     def _finish(self, st: _State, reason: str, parse_failure: str | None = None) -> None:
         release = getattr(self.generator, "release", None)
         if release is not None:
-            release(st.traj.id)
+            release(st.key)
         st.done = True
         st.traj.stop_reason = reason
         st.traj.parse_failure = parse_failure

@@ -392,3 +392,30 @@ def test_context_encoding_preprocesses_only_new_images_and_equals_the_processor(
     assert calls[:2] == [2, 1]  # the second turn preprocessed only its new image
     gen.release("t")
     assert not gen._pixels
+
+
+def test_a_run_that_raises_leaves_no_cache_behind(tiny_model, real_image_pair):
+    """Trajectory keys recur across runs (the server's "chat#01#0"); a cache left by a failed run would be matched
+    by token ids alone and carry another request's images, so a run that raises releases every cache it made."""
+    model, processor = tiny_model
+    gen = TransformersGenerator(model, processor, SamplingSettings(max_new_tokens=4), reuse_cache=True)
+
+    class FailsOnSecondTurn:
+        sampling = gen.sampling
+
+        def generate(self, requests):
+            outs = gen.generate(requests)
+            if requests[0].turn == 1:
+                raise RuntimeError("the device went away")
+            for o in outs:
+                o.text = format_turn("look", tool=("crop", {"image": "image_1", "bbox_2d": [0, 0, 500, 500]}))
+            return outs
+
+        def release(self, key):
+            gen.release(key)
+
+    engine = RolloutEngine(FailsOnSecondTurn(), settings=EngineSettings(max_turns=3, batch_size=4))
+    tasks = [JudgeTask("a room", [str(p) for p in real_image_pair], id="chat")] * 3
+    with pytest.raises(RuntimeError, match="went away"):
+        engine.run(tasks)  # three trajectories with one id: the generator still tells them apart
+    assert not gen._caches and not gen._pixels

@@ -145,7 +145,7 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
     default_max_tokens = getattr(getattr(judge.engine.generator, "sampling", None), "max_new_tokens", 256)
     requests = RequestTasks(MediaResolver(settings), lim, default_max_tokens)
     served = settings.served_names
-    chats = ChatRequests(requests, served)
+    chats = ChatRequests(requests)
     upstream = passthrough_upstream(judge, settings)
 
     def on_batch(n_tasks: int, seconds: float) -> None:

@@ -163,11 +163,11 @@ class ChatPlan:
 
 
 class ChatRequests:
-    def __init__(self, requests: RequestTasks, aliases: dict[str, str | None]) -> None:
+    def __init__(self, requests: RequestTasks) -> None:
         self.requests = requests
-        self.aliases = aliases  # served name -> reply profile (None: by the request / template)
 
     def plan(self, req: ChatCompletionRequest, profile: str | None) -> ChatPlan:
+        """``profile``: the reply profile of the served name the request used (None: none of its own)."""
         lim = self.requests.lim
         if req.stream:
             raise RequestError(400, "unsupported", "stream=true is not supported; the judgment comes whole", "stream")
