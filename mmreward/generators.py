@@ -198,6 +198,17 @@ class TransformersGenerator:
     # ---------------------------------------------------------------------------------------------------------------
     # Cache reuse across tool turns (one trajectory at a time, no padding)
 
+    def _rope_owner(self):
+        """The module with Qwen-VL's ``get_rope_index``: the inner model, under a PEFT wrapper's layers too."""
+        m = self.model
+        for _ in range(6):
+            if any("get_rope_index" in vars(c) for c in type(m).__mro__):  # not via PEFT's attribute forwarding
+                return m
+            m = getattr(m, "model", None)
+            if m is None:
+                break
+        raise AttributeError(f"{type(self.model).__name__}: no module with get_rope_index (a Qwen-VL model is needed)")
+
     def _positions(self, batch) -> Any:
         """Qwen-VL's 3-D rope positions of a whole (unpadded) sequence, from the model's own rope index."""
         import torch  # noqa: PLC0415
@@ -205,7 +216,7 @@ class TransformersGenerator:
         ids = batch["input_ids"]
         if batch.get("image_grid_thw") is None:
             return torch.arange(ids.shape[1]).view(1, 1, -1).expand(3, 1, -1)
-        inner = getattr(self.model, "model", self.model)
+        inner = self._rope_owner()
         mm = batch.get("mm_token_type_ids")
         if mm is None:
             mm = (ids == self.tokenizer.convert_tokens_to_ids("<|image_pad|>")).long()
@@ -347,7 +358,7 @@ class TransformersGenerator:
         batch = self._encode(texts, [im for r in requests for im in r.images])
         mask = batch["attention_mask"]
         ids = batch["input_ids"]
-        inner = getattr(self.model, "model", self.model)
+        inner = self._rope_owner()
         if batch.get("image_grid_thw") is not None:
             mm = (ids == self.tokenizer.convert_tokens_to_ids("<|image_pad|>")).long()
             pos, _ = inner.get_rope_index(ids, mm, image_grid_thw=batch["image_grid_thw"], attention_mask=mask)

@@ -419,3 +419,23 @@ def test_a_run_that_raises_leaves_no_cache_behind(tiny_model, real_image_pair):
     with pytest.raises(RuntimeError, match="went away"):
         engine.run(tasks)  # three trajectories with one id: the generator still tells them apart
     assert not gen._caches and not gen._pixels
+
+
+def test_cache_reuse_under_a_lora_adapter(tiny_model_dir, real_image_pair):
+    """A LoRA stage's output loads as a PEFT model, whose attribute forwarding hides where Qwen-VL's rope index
+    lives; cache reuse (the server's default) finds it and generates what re-encoding generates."""
+    from peft import LoraConfig, get_peft_model
+
+    from mmreward.modeling import load_model
+
+    model, processor = load_model(tiny_model_dir)
+    peft_model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    tasks = [JudgeTask("a room", [str(p) for p in real_image_pair], id=f"t{k}") for k in range(3)]
+    texts = []
+    for reuse in (False, True):
+        gen = TransformersGenerator(peft_model, processor, SamplingSettings(max_new_tokens=8), reuse_cache=reuse)
+        trajs = RolloutEngine(gen, settings=EngineSettings(max_turns=1, batch_size=1)).run(tasks[:1])
+        texts.append(trajs[0].final_text)
+        if reuse:  # and batched
+            RolloutEngine(gen, settings=EngineSettings(max_turns=1, batch_size=3)).run(tasks)
+    assert texts[0] == texts[1]
