@@ -765,3 +765,25 @@ def test_each_client_template_gives_up_its_caption_or_question():
     vl = recognise(VLRB_PROMPT.format(query="What colour?", a1="red.\n\nIt is red", a2="blue"))
     assert (vl.template, vl.prompt, vl.answers) == ("vl_rewardbench", "What colour?", ["red.\n\nIt is red", "blue"])
     assert recognise("Which image better shows a red circle above a blue square?") is None  # stays the prompt
+
+
+def test_rewards_batch_shapes_are_checked(server):
+    image = base64.b64encode(_png(red_image(100))).decode()
+    post = lambda body: httpx.post(server.url + "/v1/rewards", json=body, timeout=30)  # noqa: E731
+    cases = [
+        ({"items": [image] * 5, "group_size": 2, "prompt": "r"}, "do not split into groups of 2"),
+        ({"items": [image] * 4, "group_size": 2, "prompts": ["r"]}, "1 prompts for 2 groups"),
+        ({"prompt": "r"}, "give either `items`"),
+        ({"items": [image], "groups": [{"prompt": "r", "items": [image]}]}, "give either `items`"),
+        ({"groups": [{"items": [image, image]}]}, "give the group's prompt"),
+        ({"items": [image], "prompt": "r", "mode": "pairwise_winrate"}, "at least 2 items"),
+    ]
+    for body, message in cases:
+        r = post(body)
+        assert r.status_code == 400 and message in r.json()["error"]["message"], (body, r.text)
+    # ties: forbid asks the judge for a winner in every pair (the task forbids Tie)
+    r = post({"prompt": "r", "items": [image, image], "mode": "pairwise_winrate", "ties": "forbid"}).json()
+    seen = user_texts(server.model)[-1]
+    assert "Tie" not in seen and r["rewards"] is not None
+    post({"prompt": "r", "items": [image, image], "mode": "pairwise_winrate"})
+    assert "Tie" in user_texts(server.model)[-1]
