@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
 
 def register(sub) -> dict:
+    from mmreward.cli import add_model_options  # noqa: PLC0415
+
     p = sub.add_parser(
         "data",
         help="data pipelines: convert benchmarks, synthesize the world, distill a teacher, stats",
         description="Build PreferenceRecord files (JSONL/Parquet) from public benchmarks or the synthetic world, "
-        "distill reference trajectories from a teacher, and count what a file holds.",
+        "distill reference trajectories from a teacher, sample the model's own (rejection sampling), and count what "
+        "a file holds. Every command that writes a folder records what made it (manifest.json) and resumes only "
+        "matching work; --force starts over.",
     )
     dsub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     dsub.required = True
@@ -28,31 +33,46 @@ def register(sub) -> dict:
         description="Convert a public benchmark (or any preference set, with --source generic and "
         "--map) to PreferenceRecords. Prints counts per category and label. Sources: " + ", ".join(_sources()),
     )
-    c.add_argument("--source", required=True, choices=_sources())
+    c.add_argument("--source", required=True, choices=_sources(), help="the converter (`mmreward data sources`)")
     c.add_argument("--input", required=True, help="the benchmark's file or folder")
-    c.add_argument("--output", required=True, help="records file to write (.jsonl or .parquet)")
+    c.add_argument(
+        "--output", required=True, help="records file to write (.jsonl or .parquet); never the input itself"
+    )
     c.add_argument("--media-root", help="folder the media paths are relative to (default: beside the input)")
     c.add_argument("--task", help="genai_bench: image_generation | image_edition | video_generation")
     c.add_argument("--map", help="generic: field=column pairs, comma separated, or a YAML/JSON mapping file")
-    c.add_argument("--modality", default="image", choices=["image", "video", "answer"], help="generic only")
-    c.add_argument("--media-kind", default="image", choices=["image", "video"], help="generic only")
+    c.add_argument(
+        "--modality", default="image", choices=["image", "video", "answer"], help="generic: what the candidates are"
+    )
+    c.add_argument(
+        "--media-kind", default="image", choices=["image", "video"], help="generic: what answers' media are"
+    )
     c.add_argument(
         "--label-values", help='generic: JSON mapping of label values, e.g. \'{"1": 0, "0": 1, "0.5": "tie"}\''
     )
     c.add_argument("--name", default="generic", help="generic: the source name written into records")
+    c.add_argument("--force", action="store_true", help="replace an existing --output that differs")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     s = dsub.add_parser(
         "synth",
         help="generate the synthetic visual preference world",
         description="Write train/val/test/compositional records with PNG/MP4 media, seeded and deterministic. --n is "
-        "the train size; val, test and compositional get a tenth each.",
+        "the train size; val, test and compositional get a tenth each. A folder that already holds this exact world "
+        "is left as it is; one that holds another world (or other files) is refused unless --force.",
     )
-    s.add_argument("--out", required=True)
-    s.add_argument("--n", type=int, default=1000, help="train items (default 1000)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--kinds", nargs="+", default=None, help="image answer video multi pointwise (default: all)")
+    s.add_argument("--out", required=True, help="the world folder to write")
+    s.add_argument("--n", type=int, default=1000, help="train items")
+    s.add_argument("--seed", type=int, default=0, help="the world's seed")
+    s.add_argument(
+        "--kinds",
+        nargs="+",
+        default=None,
+        choices=["image", "answer", "video", "multi", "pointwise"],
+        help="item kinds to draw (default: all)",
+    )
     s.add_argument("--workers", type=int, default=1, help="worker processes")
+    s.add_argument("--force", action="store_true", help="delete the folder's old world and write this one")
     add_world_arguments(s)
 
     d = dsub.add_parser(
@@ -60,16 +80,23 @@ def register(sub) -> dict:
         help="distill verified trajectories from a teacher",
         description="Run a teacher (an OpenAI-compatible URL, or 'oracle' for the synthetic world's "
         "rule-based teacher) through the protocol with our tools; keep trajectories whose verdict "
-        "matches the label and whose format is strict. Resumable: a re-run skips finished work.",
+        "matches the label and whose format is strict. Resumable: a re-run with the same teacher and settings skips "
+        "finished work; another teacher or other settings in the same --out are refused unless --force. Exits 1 "
+        "when the teacher answered nothing.",
     )
-    d.add_argument("--records", required=True)
+    d.add_argument("--records", required=True, help="records file (.jsonl/.parquet) to distill on")
     d.add_argument("--teacher", required=True, help="'oracle' or a base URL such as http://127.0.0.1:8000/v1")
-    d.add_argument("--out", required=True)
+    d.add_argument("--out", required=True, help="output folder (kept/rejected/failed.jsonl, summary, cache)")
     d.add_argument("--media-root", help="default: the records file's folder")
     d.add_argument("--model", default="teacher", help="model name sent to the endpoint")
     d.add_argument("--api-key", help="default: $OPENAI_API_KEY, else EMPTY")
-    d.add_argument("--swap", choices=["none", "both", "random"], default="both")
-    d.add_argument("--tools", choices=["on", "off"], default="on")
+    d.add_argument(
+        "--swap",
+        choices=["none", "both", "random"],
+        default="both",
+        help="presented orders the teacher sees: both (each item twice, swapped), random (one), none (as stored)",
+    )
+    d.add_argument("--tools", choices=["on", "off"], default="on", help="let the teacher crop and select frames")
     d.add_argument(
         "--crop-policy",
         choices=["zoom", "each"],
@@ -77,22 +104,23 @@ def register(sub) -> dict:
         help="oracle only: crop only where the overview is too small (zoom), or look at every candidate in turn and "
         "describe each view right after it (each: what the tiny default can learn)",
     )
-    d.add_argument("--limit", type=int)
-    d.add_argument("--concurrency", type=int, default=8)
+    d.add_argument("--limit", type=int, help="distill only the first N records (default: all)")
+    d.add_argument("--concurrency", type=int, default=8, help="requests in flight to an endpoint teacher")
     d.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    d.add_argument("--retries", type=int, default=4)
+    d.add_argument("--retries", type=int, default=4, help="retries per request (429, 5xx, timeouts, dropped links)")
     d.add_argument("--backoff", type=float, default=1.0, help="first retry wait in seconds (doubles)")
-    d.add_argument("--temperature", type=float, default=0.7)
-    d.add_argument("--max-tokens", type=int, default=1024)
+    d.add_argument("--temperature", type=float, default=0.7, help="teacher's sampling temperature")
+    d.add_argument("--max-tokens", type=int, default=1024, help="teacher's tokens per turn")
     d.add_argument("--chunk", type=int, default=16, help="trajectories per cache flush")
     d.add_argument("--require-consistent", action="store_true", help="keep only items right in both orders")
-    d.add_argument("--max-per-item", type=int)
+    d.add_argument("--max-per-item", type=int, help="keep at most N trajectories per item (default: no cap)")
     d.add_argument(
         "--world",
         action="store_true",
         help="use the synthetic world's visual/tool settings (default with --teacher oracle)",
     )
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="order and oracle seed")
+    d.add_argument("--force", action="store_true", help="start over in an --out that holds another run's work")
 
     j = dsub.add_parser(
         "reject",
@@ -100,36 +128,46 @@ def register(sub) -> dict:
         description="Sample K trajectories per record from a checkpoint (tools on), accept those whose "
         "verdict matches the label and whose format is strict (at most --max-accept per item, no "
         "duplicates), and write accepted.jsonl (for RFT), grpo_pool.jsonl (items the model does not "
-        "always get right) and report.json (pass@1, pass@k, accept rates). Resumable.",
+        "always get right) and report.json (pass@1, pass@k, accept rates). Resumable with the same checkpoint and "
+        "settings; another checkpoint or other settings in the same --out are refused unless --force.",
     )
     j.add_argument("--model", required=True, help="checkpoint folder (full model or adapter)")
-    j.add_argument("--records", required=True)
-    j.add_argument("--out", required=True)
+    j.add_argument("--records", required=True, help="records file (.jsonl/.parquet) to sample on")
+    j.add_argument("--out", required=True, help="output folder (accepted.jsonl, grpo_pool.jsonl, report.json)")
     j.add_argument("--media-root", help="default: the records file's folder")
-    j.add_argument("--k", type=int, default=4)
-    j.add_argument("--temperature", type=float, default=1.0)
-    j.add_argument("--top-p", type=float, default=1.0)
+    j.add_argument("--k", type=int, default=4, help="samples per item")
+    j.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    j.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
     j.add_argument("--max-new-tokens", type=int, default=224, help="per assistant turn")
     j.add_argument("--batch-size", type=int, default=16, help="trajectories generated together")
     j.add_argument(
         "--reuse-cache",
         action="store_true",
-        help="keep each trajectory's KV cache between tool turns, batched: a turn encodes only what it appended (same tokens; about 1.4x the judgments/s on tool-turn work, scripts/bench/bench_server.py)",
+        help="keep each trajectory's KV cache between tool turns, batched: a turn encodes only what it appended "
+        "(same tokens; about 1.4x the judgments/s on tool-turn work, scripts/bench/bench_server.py)",
     )
-    j.add_argument("--tools", choices=["on", "off"], default="on")
+    j.add_argument("--tools", choices=["on", "off"], default="on", help="let the model crop and select frames")
     j.add_argument("--max-accept", type=int, default=2, help="accepted trajectories per item")
     j.add_argument("--keep-always-right", action="store_true", help="keep items right in all K samples in the pool")
-    j.add_argument("--limit", type=int)
+    j.add_argument("--limit", type=int, help="sample only the first N records (default: all)")
     j.add_argument("--world", action="store_true", help="use the synthetic world's visual/tool settings")
-    j.add_argument("--device", default="auto")
-    j.add_argument("--seed", type=int, default=0)
+    add_model_options(j)
+    j.add_argument("--seed", type=int, default=0, help="sampling and order seed")
+    j.add_argument("--force", action="store_true", help="start over in an --out that holds another run's work")
 
-    t = dsub.add_parser("stats", help="counts by task, category, label, needs-tool; media present/missing")
+    t = dsub.add_parser(
+        "stats",
+        help="counts by task, category, label, needs-tool; media present/missing",
+        description="Count what a records file holds: task kinds and modalities, categories, labels, items that "
+        "need a tool (synthetic world), and how many have their media on disk.",
+    )
     t.add_argument("path", help="a records file (.jsonl/.parquet)")
     t.add_argument("--media-root", help="default: the file's folder")
-    t.add_argument("--json", action="store_true")
+    t.add_argument("--json", action="store_true", help="print the counts as JSON")
 
-    dsub.add_parser("sources", help="list the converters")
+    dsub.add_parser(
+        "sources", help="list the converters", description="List the converters `data convert --source` takes."
+    )
     return {"data": run}
 
 
@@ -165,8 +203,9 @@ def print_table(title: str, counts: dict) -> None:
 
 
 def _convert(args) -> int:
-    from data_pipelines.records import write_records  # noqa: PLC0415
     from data_pipelines.sources import convert  # noqa: PLC0415
+    from mmreward.errors import flag_error  # noqa: PLC0415
+    from mmreward.runs import refuse_overwrite  # noqa: PLC0415
 
     options = {}
     if args.source == "genai_bench" and args.task:
@@ -174,15 +213,29 @@ def _convert(args) -> int:
     if args.source == "generic":
         options.update(mapping=args.map, modality=args.modality, media_kind=args.media_kind, name=args.name)
         if args.label_values:
-            options["label_values"] = args.label_values
+            try:
+                options["label_values"] = json.loads(args.label_values)
+            except json.JSONDecodeError as exc:
+                raise flag_error(
+                    "--label-values",
+                    repr(args.label_values),
+                    f"not valid JSON ({exc.msg} at character {exc.pos})",
+                    'write a JSON object such as \'{"1": 0, "0": 1, "0.5": "tie"}\'',
+                ) from None
+            if not isinstance(options["label_values"], dict):
+                raise flag_error("--label-values", repr(args.label_values), "must be a JSON object (value -> label)")
+    refuse_overwrite(args.output, [args.input], "--output")
+    if Path(args.output).suffix not in (".jsonl", ".parquet"):
+        raise flag_error("--output", args.output, "use a .jsonl or .parquet file name")
     result = convert(args.source, args.input, media_root=args.media_root, **options)
-    write_records(result.records, args.output)
+    status = write_new_records(result.records, args.output, force=args.force)
     summary = result.summary()
     summary["output"] = str(args.output)
+    summary["output_status"] = status
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"{summary['records']} records from {args.source} -> {args.output}")
+    print(f"{summary['records']} records from {args.source} -> {args.output} ({status})")
     print_table("by category:", summary["by_category"])
     print_table("by label:", summary["by_label"])
     if summary["by_subset"]:
@@ -193,9 +246,36 @@ def _convert(args) -> int:
     return 0
 
 
+def write_new_records(records, output: str, force: bool = False) -> str:
+    """Write records to ``output`` unless that would silently replace different content: an existing file is
+    replaced only with ``force`` or when it would come out identical. Returns written / unchanged / replaced."""
+    import filecmp  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from data_pipelines.records import write_records  # noqa: PLC0415
+    from mmreward.errors import flag_error  # noqa: PLC0415
+
+    out = Path(output)
+    if not out.exists():
+        write_records(records, out)
+        return "written"
+    if out.is_dir():
+        raise flag_error("--output", output, "is a folder", "give a .jsonl or .parquet file name")
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        fresh = write_records(records, Path(tmp) / out.name)
+        if filecmp.cmp(fresh, out, shallow=False):
+            return "unchanged"
+        if not force:
+            raise flag_error(
+                "--output", output, "exists and differs from what this conversion writes", "add --force to replace it"
+            )
+        os.replace(fresh, out)
+    return "replaced"
+
+
 def add_world_arguments(p) -> None:
     """The synthetic world's scene options (``WorldConfig``), shared by every command that draws scenes."""
-    p.add_argument("--canvas", type=int, default=448)
+    p.add_argument("--canvas", type=int, default=448, help="image side in pixels")
     p.add_argument(
         "--object-size",
         type=float,
@@ -204,9 +284,16 @@ def add_world_arguments(p) -> None:
         metavar=("MIN", "MAX"),
         help="object side as a fraction of the canvas",
     )
-    p.add_argument("--objects", type=int, nargs=2, default=(1, 3), metavar=("MIN", "MAX"))
-    p.add_argument("--clip-frames", type=int, default=12)
-    p.add_argument("--glitch-frames", type=int, nargs=2, default=(1, 2), metavar=("MIN", "MAX"))
+    p.add_argument("--objects", type=int, nargs=2, default=(1, 3), metavar=("MIN", "MAX"), help="objects per scene")
+    p.add_argument("--clip-frames", type=int, default=12, help="frames per video clip")
+    p.add_argument(
+        "--glitch-frames",
+        type=int,
+        nargs=2,
+        default=(1, 2),
+        metavar=("MIN", "MAX"),
+        help="defective frames in a flawed clip",
+    )
 
 
 def world_config(args):
@@ -233,8 +320,12 @@ def _synth(args) -> int:
         cfg=world_config(args),
         workers=args.workers,
         progress=True,
+        force=args.force,
     )
     total = sum(m["splits"].values())
+    if m.get("reused"):
+        print(f"{args.out} already holds this world ({total} items); nothing to do (--force rewrites it)")
+        return 0
     print(f"{total} items in {m['seconds']}s ({m['items_per_minute']} items/min) -> {args.out}")
     print_table("items per split (needs a tool):", {s: f"{n} ({m['needs_tool'][s]})" for s, n in m["splits"].items()})
     return 0
@@ -285,7 +376,7 @@ def _distill(args) -> int:
         seed=args.seed,
         engine=engine,
     )
-    summary = distill(records, teacher, args.out, settings, media_root=media_root, progress=True)
+    summary = distill(records, teacher, args.out, settings, media_root=media_root, progress=True, force=args.force)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -293,8 +384,9 @@ def _distill(args) -> int:
 def _reject(args) -> int:
     from data_pipelines.records import read_records  # noqa: PLC0415
     from data_pipelines.rejection import RejectionSettings, rejection_sample  # noqa: PLC0415
+    from mmreward.cli import check_model_dir, model_settings  # noqa: PLC0415
     from mmreward.generators import SamplingSettings, TransformersGenerator  # noqa: PLC0415
-    from mmreward.modeling import ModelSettings, load_model  # noqa: PLC0415
+    from mmreward.modeling import load_model  # noqa: PLC0415
     from mmreward.settings import resolve_engine_settings  # noqa: PLC0415
 
     records = read_records(args.records)
@@ -303,7 +395,8 @@ def _reject(args) -> int:
         from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
 
         world = {"visual": WORLD_VISUAL, "tools": WORLD_TOOLS}
-    model, processor = load_model(args.model, ModelSettings(device=args.device))
+    check_model_dir(args.model)
+    model, processor = load_model(args.model, model_settings(args))
     engine = resolve_engine_settings(args.model, processor, batch_size=args.batch_size, **world)
     sampling = SamplingSettings(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
@@ -327,6 +420,7 @@ def _reject(args) -> int:
         media_root=args.media_root or str(Path(args.records).parent),
         model_id=str(Path(args.model).resolve()),
         progress=True,
+        force=args.force,
     )
     print(
         json.dumps({k: v for k, v in report.items() if k != "groups"} | {"all": report["groups"].get("all")}, indent=2)

@@ -35,11 +35,13 @@ from typing import Any
 from data_pipelines.batch import Job, JobCache, run_jobs
 from data_pipelines.labels import check_verdict
 from data_pipelines.records import PreferenceRecord, presented_orders, write_jsonl
+from mmreward.errors import RunFailure
 from mmreward.generators import Generator
 from mmreward.protocol import system_prompt, user_text
 from mmreward.remote import OpenAIGenerator as OpenAITeacher
 from mmreward.remote import RemoteSettings as TeacherSettings
 from mmreward.rollout import RolloutEngine
+from mmreward.runs import RunFolder, atomic_write_text, record_digest
 from mmreward.settings import EngineSettings
 from mmreward.trajectory import Trajectory
 
@@ -99,20 +101,34 @@ def distill(
     settings: DistillSettings | None = None,
     media_root: str | os.PathLike | None = None,
     progress: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Run ``teacher`` on every (record, order); write kept/rejected/failed files and return the summary."""
+    """Run ``teacher`` on every (record, order); write kept/rejected/failed files and return the summary.
+
+    ``out`` resumes only this teacher's work with these settings on these records (its ``provenance.json``);
+    anything else there is refused unless ``force``, which deletes it first. Raises :class:`RunFailure` when the
+    teacher answered none of the requests (with where it was asked and why it failed)."""
     settings = settings or DistillSettings()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    cache = JobCache(out / "cache.jsonl")
     tid = teacher_id(teacher)
-    engine = RolloutEngine(teacher, settings=settings.engine)
-
     usable = [r for r in records if not r.metadata_only]
     skipped_no_media = len(records) - len(usable)
     if settings.limit is not None:
         usable = usable[: settings.limit]
+    where = getattr(getattr(teacher, "settings", None), "base_url", None)
+    identity = {
+        "teacher": json.loads(tid) | ({"url": where} if where else {}),
+        "crop_policy": getattr(teacher, "crop_policy", None),
+        "settings": {k: v for k, v in asdict(settings).items() if k not in ("engine", "limit", "chunk")},
+        "engine": _engine_identity(settings.engine),
+    }
+    RunFolder(out, "data distill", identity, DISTILL_OUTPUTS).open(
+        {r.id: record_digest(r) for r in usable}, force=force
+    )
+    cache = JobCache(out / "cache.jsonl")
+    engine = RolloutEngine(teacher, settings=settings.engine)
+
     by_id = {r.id: r for r in usable}
     jobs = []
     for r in usable:
@@ -193,14 +209,29 @@ def distill(
     manifest = {
         "teacher": json.loads(tid),
         "settings": {k: v for k, v in asdict(settings).items() if k != "engine"},
-        "engine": {
-            "max_turns": settings.engine.max_turns,
-            "budget": settings.engine.budget.to_dict(),
-            "visual": repr(settings.engine.visual),
-            "tools": repr(settings.engine.tools),
-        },
+        "engine": _engine_identity(settings.engine),
         "summary": summary,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
+    if jobs and len(failed) == len(jobs):
+        causes = Counter(f["error"] for f in failed).most_common(1)[0][0]
+        raise RunFailure(
+            f"the teacher {where or json.loads(tid)['teacher']} answered none of {len(jobs)} requests ({causes}); "
+            f"nothing was kept. Check that it is running and reachable (--teacher, --model, --api-key); a re-run "
+            f"resumes here"
+        )
     return summary
+
+
+# What `data distill` writes into its folder (deleted by --force).
+DISTILL_OUTPUTS = ("cache.jsonl", "kept.jsonl", "rejected.jsonl", "failed.jsonl", "summary.json", "manifest.json")
+
+
+def _engine_identity(engine: EngineSettings) -> dict[str, Any]:
+    return {
+        "max_turns": engine.max_turns,
+        "budget": engine.budget.to_dict(),
+        "visual": repr(engine.visual),
+        "tools": repr(engine.tools),
+    }

@@ -16,7 +16,7 @@ import json
 import os
 import random
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +150,14 @@ class PreferenceRecord:
         rid = d.get("id", "?")
         if unknown:
             raise RecordError(f"{where}record {rid!r}: unknown field(s) {unknown}")
+        required = [
+            n for n, f in cls.__dataclass_fields__.items() if f.default is MISSING and f.default_factory is MISSING
+        ]
+        missing = [n for n in required if n not in d]
+        if missing:
+            raise RecordError(
+                f"{where}record {rid!r}: missing field(s) {', '.join(missing)} (a record needs {', '.join(required)})"
+            )
         try:
             return cls(**d)
         except TypeError as exc:
@@ -219,6 +227,8 @@ def read_records(path: str | os.PathLike) -> list[PreferenceRecord]:
                     d = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise RecordError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+                if not isinstance(d, dict):
+                    raise RecordError(f"{path}:{lineno}: a record must be a JSON object, not {type(d).__name__}")
                 out.append(PreferenceRecord.from_dict(d, where=f"{path}:{lineno}: "))
         return out
     if path.suffix == ".parquet":

@@ -31,6 +31,7 @@ from data_pipelines.labels import check_verdict
 from data_pipelines.records import PreferenceRecord, presented_orders, write_jsonl, write_records
 from mmreward.generators import Generator
 from mmreward.rollout import RolloutEngine
+from mmreward.runs import RunFolder, atomic_write_text, generator_identity, record_digest
 from mmreward.settings import EngineSettings
 from mmreward.trajectory import Trajectory
 
@@ -73,19 +74,38 @@ def rejection_sample(
     media_root: str | os.PathLike | None = None,
     model_id: str = "model",
     progress: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
+    """Sample, accept and report (see the module's doc). ``model_id``: the checkpoint folder, hashed into
+    ``out``'s provenance; ``out`` resumes only the same model's samples with these settings on these records, and
+    anything else there is refused unless ``force``, which deletes it first."""
     settings = settings or RejectionSettings()
     engine_settings = engine_settings or EngineSettings()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    cache = JobCache(out / "samples.jsonl")
-    sampling = getattr(generator, "sampling", None)
-    mid = json.dumps({"model": model_id, "sampling": asdict(sampling) if sampling is not None else {}}, sort_keys=True)
     usable = [r for r in records if not r.metadata_only]
     skipped = len(records) - len(usable)
     if settings.limit is not None:
         usable = usable[: settings.limit]
+    who, info = generator_identity(generator, model_id if Path(model_id).is_dir() else None)
+    if model_id != "model" and not info:
+        who["model"] = model_id
+    identity = {
+        **who,
+        "settings": {k: v for k, v in asdict(settings).items() if k not in ("limit", "chunk")},
+        "engine": {
+            "max_turns": engine_settings.max_turns,
+            "budget": engine_settings.budget.to_dict(),
+            "visual": repr(engine_settings.visual),
+            "tools": repr(engine_settings.tools),
+        },
+    }
+    RunFolder(out, "data reject", identity, REJECT_OUTPUTS, info=info).open(
+        {r.id: record_digest(r) for r in usable}, force=force
+    )
+    cache = JobCache(out / "samples.jsonl")
+    sampling = getattr(generator, "sampling", None)
+    mid = json.dumps({"model": model_id, "sampling": asdict(sampling) if sampling is not None else {}}, sort_keys=True)
     jobs = []
     for r in usable:
         resolved = r.resolved(media_root)
@@ -146,11 +166,16 @@ def rejection_sample(
             "seconds": round(time.perf_counter() - started, 2),
         }
     )
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "manifest.json").write_text(
-        json.dumps({"model": json.loads(mid), "settings": asdict(settings), "report": report}, indent=2)
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+    atomic_write_text(
+        out / "manifest.json",
+        json.dumps({"model": json.loads(mid), "settings": asdict(settings), "report": report}, indent=2),
     )
     return report
+
+
+# What `data reject` writes into its folder (deleted by --force).
+REJECT_OUTPUTS = ("samples.jsonl", "accepted.jsonl", "grpo_pool.jsonl", "report.json", "manifest.json")
 
 
 def judge_records(

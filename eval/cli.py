@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
 def register(sub) -> dict:
     from eval.suites import SUITES  # noqa: PLC0415
+    from mmreward.cli import add_model_options  # noqa: PLC0415
 
     p = sub.add_parser(
         "eval",
@@ -17,42 +19,75 @@ def register(sub) -> dict:
     )
     esub = p.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND")
     esub.required = True
-    r = esub.add_parser("run", help="judge a suite with a checkpoint; writes predictions.jsonl, metrics, report")
-    r.add_argument("--suite", required=True, choices=list(SUITES))
-    r.add_argument("--model", required=True)
-    r.add_argument("--out", required=True)
-    r.add_argument("--data", help="benchmarks folder (default ../shared/benchmarks) or the world folder")
+    r = esub.add_parser(
+        "run",
+        help="judge a suite with a checkpoint; writes predictions.jsonl, metrics, report",
+        description="Judge every item of a suite that has its media on disk with a local checkpoint, then score it "
+        "(ours and the benchmark's official rule) into metrics.json and report.md. Resumable: a re-run with the same "
+        "suite, model, settings and records continues where it stopped; anything else in the same --out is refused "
+        "unless --force. Exits 1 when no item could be judged.",
+    )
+    r.add_argument("--suite", required=True, choices=list(SUITES), help="the suite (`mmreward eval suites`)")
+    r.add_argument("--model", required=True, help="local checkpoint folder (full model or adapter)")
+    r.add_argument("--out", required=True, help="run folder to write (predictions, run.json, metrics, report)")
+    r.add_argument(
+        "--data",
+        help="benchmarks folder (default $MMREWARD_BENCHMARKS, else ../shared/benchmarks), or the world folder",
+    )
     r.add_argument("--input", help="the suite's file, if not at its usual place under --data")
-    r.add_argument("--media-root")
-    r.add_argument("--limit", type=int)
-    r.add_argument("--swap", choices=["random", "both", "none"], default="random")
-    r.add_argument("--votes", type=int, default=1)
-    r.add_argument("--tools", choices=["on", "off"], default="on")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--media-root", help="folder the items' media paths are relative to (default: the suite's)")
+    r.add_argument("--limit", type=int, help="judge only the first N items with media (default: all)")
+    r.add_argument(
+        "--swap",
+        choices=["random", "both", "none"],
+        default="random",
+        help="presented orders: random (one seeded order per item), both (each item twice, swapped), none",
+    )
+    r.add_argument("--votes", type=int, default=1, help="independent judgments per order (official k-run tables)")
+    r.add_argument("--tools", choices=["on", "off"], default="on", help="let the judge crop and select frames")
+    r.add_argument("--seed", type=int, default=0, help="order seed")
     r.add_argument(
         "--pointwise",
         action="store_true",
         help="score each candidate 1-10 on its own; pairs are formed from score differences (scalar judge)",
     )
-    r.add_argument("--max-new-tokens", type=int, default=256)
-    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--max-new-tokens", type=int, default=256, help="per assistant turn")
+    r.add_argument("--batch-size", type=int, default=8, help="trajectories generated together")
     r.add_argument(
         "--reuse-cache",
         action="store_true",
-        help="keep each trajectory's KV cache between tool turns, batched: a turn encodes only what it appended (same tokens; about 1.4x the judgments/s on tool-turn work, scripts/bench/bench_server.py)",
+        help="keep each trajectory's KV cache between tool turns, batched: a turn encodes only what it appended "
+        "(same tokens; about 1.4x the judgments/s on tool-turn work, scripts/bench/bench_server.py)",
     )
-    r.add_argument("--device", default="auto")
-    s = esub.add_parser("score", help="score a predictions file (ours, or a benchmark's own format)")
-    s.add_argument("--suite", required=True, choices=list(SUITES))
+    add_model_options(r)
+    r.add_argument("--force", action="store_true", help="delete another run's work in --out and start over")
+    s = esub.add_parser(
+        "score",
+        help="score a predictions file (ours, or a benchmark's own format)",
+        description="Score an `eval run` folder (or its predictions file) against its suite, or a benchmark's own "
+        "prediction file (GenAI-Bench, Multimodal RewardBench) with its official rule. Prints the report; writes "
+        "metrics.json and report.md into --out, or back into the run folder when scoring an `eval run` folder. "
+        "Nothing is written beside a benchmark's files.",
+    )
+    s.add_argument("--suite", required=True, choices=list(SUITES), help="the suite the predictions belong to")
     s.add_argument("--predictions", required=True, help="a predictions file, or a run folder (all shards)")
-    s.add_argument("--data")
-    s.add_argument("--input")
-    s.add_argument("--out", help="where metrics.json/report.md go (default: beside the predictions)")
-    s.add_argument("--json", action="store_true")
-    c = esub.add_parser("compare", help="two runs' metrics side by side")
-    c.add_argument("a")
-    c.add_argument("b")
-    esub.add_parser("suites", help="list the suites")
+    s.add_argument("--data", help="benchmarks folder, or the world folder (as for `eval run`)")
+    s.add_argument("--input", help="the suite's file, if not at its usual place under --data")
+    s.add_argument(
+        "--out",
+        help="folder for metrics.json/report.md (default: the run folder for an `eval run` folder, else nothing "
+        "is written)",
+    )
+    s.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    c = esub.add_parser(
+        "compare",
+        help="two runs' metrics side by side",
+        description="Print two runs' metrics (accuracy, macro, parse failures, tool calls, position bias, per "
+        "category) side by side as a Markdown table.",
+    )
+    c.add_argument("a", help="a run folder (or its metrics.json)")
+    c.add_argument("b", help="another run folder (or its metrics.json)")
+    esub.add_parser("suites", help="list the suites", description="List the suites with what each holds and scores.")
     return {"eval": run}
 
 
@@ -72,12 +107,21 @@ def _run(args) -> int:
     from eval.run import RunSettings, read_predictions, run_suite  # noqa: PLC0415
     from eval.score import score_predictions, write_report  # noqa: PLC0415
     from eval.suites import get_suite, load_suite  # noqa: PLC0415
+    from mmreward.cli import check_model_dir, model_settings  # noqa: PLC0415
+    from mmreward.errors import RunFailure  # noqa: PLC0415
     from mmreward.generators import SamplingSettings, TransformersGenerator  # noqa: PLC0415
-    from mmreward.modeling import ModelSettings, load_model  # noqa: PLC0415
+    from mmreward.modeling import load_model  # noqa: PLC0415
     from mmreward.settings import resolve_engine_settings  # noqa: PLC0415
 
     suite = get_suite(args.suite)
-    model, processor = load_model(args.model, ModelSettings(device=args.device))
+    check_model_dir(args.model)
+    records, root = load_suite(suite, args.data, args.input, args.media_root)
+    if not any(not r.metadata_only and r.has_media(root) for r in records):
+        raise RunFailure(
+            f"suite {suite.name}: none of its {len(records)} items has its media on disk under {root}, so nothing "
+            "can be judged; give --data (or --media-root) where the media are"
+        )
+    model, processor = load_model(args.model, model_settings(args))
     gen = TransformersGenerator(
         model, processor, SamplingSettings(max_new_tokens=args.max_new_tokens), reuse_cache=args.reuse_cache
     )
@@ -106,6 +150,8 @@ def _run(args) -> int:
         media_root=args.media_root,
         engine_settings=engine,
         progress=True,
+        model_path=args.model,
+        force=args.force,
     )
     from eval.run import shard  # noqa: PLC0415
 
@@ -116,12 +162,14 @@ def _run(args) -> int:
             f"--suite {suite.name} --predictions {args.out}` once every process is done"
         )
         return 0
-    records, _ = load_suite(suite, args.data, args.input, args.media_root)
-    rows = read_predictions(Path(args.out))
+    covered = [r.id for r in records if not r.metadata_only and r.has_media(root)]
+    if args.limit is not None:  # score what this run covers, not what a larger earlier --limit left there
+        covered = covered[: args.limit]
+    covered = set(covered)
+    rows = [r for r in read_predictions(Path(args.out)) if r["record_id"] in covered]
     if not rows:
         print(json.dumps(manifest, indent=2))
-        print("no item of this suite has its media on disk; nothing was judged")
-        return 0
+        raise RunFailure("no judgment was made or found in " + args.out)
     metrics = score_predictions(suite, rows, records)
     metrics["run"] = manifest
     paths = write_report(metrics, args.out)
@@ -137,33 +185,77 @@ def _run(args) -> int:
 
 def _score(args) -> int:
     from eval.run import read_predictions  # noqa: PLC0415
-    from eval.score import score_native, score_predictions, write_report  # noqa: PLC0415
+    from eval.score import check_native_suite, score_native, score_predictions, write_report  # noqa: PLC0415
     from eval.suites import get_suite, load_suite  # noqa: PLC0415
+    from mmreward.errors import InputError  # noqa: PLC0415
+    from mmreward.runs import PROVENANCE  # noqa: PLC0415
 
     suite = get_suite(args.suite)
     pred = Path(args.predictions)
     if not pred.exists():
-        raise FileNotFoundError(f"{pred}: no such predictions file or run folder")
+        raise InputError(f"--predictions {pred}: no such predictions file or run folder")
+    run_dir = pred if pred.is_dir() else pred.parent
+    ours = (run_dir / PROVENANCE).is_file() or (run_dir / "run.json").is_file()
     metrics = score_native(pred) if pred.is_file() else None
-    if metrics is None:
+    if metrics is not None:
+        check_native_suite(metrics, suite, pred)
+    else:
+        rows = read_predictions(args.predictions)
+        if not rows:
+            raise InputError(f"--predictions {pred}: no prediction rows (an `eval run` folder or predictions file)")
+        recorded = _recorded_suite(run_dir)
+        if recorded and recorded != suite.name:
+            raise InputError(f"--predictions {pred} holds an `eval run` of {recorded}; use --suite {recorded}")
         records, _ = load_suite(suite, args.data, args.input)
-        metrics = score_predictions(suite, read_predictions(args.predictions), records)
+        metrics = score_predictions(suite, rows, records)
     metrics["suite"] = suite.name
-    out = args.out or str(pred if pred.is_dir() else pred.parent)
-    write_report(metrics, out)
+    out = args.out or (str(run_dir) if ours else None)
+    if out is not None:
+        write_report(metrics, out)
+        text = Path(out, "report.md").read_text()
+    else:
+        import tempfile  # noqa: PLC0415
+
+        with tempfile.TemporaryDirectory() as tmp:
+            write_report(metrics, tmp)
+            text = Path(tmp, "report.md").read_text()
     if args.json:
         print(json.dumps(metrics, indent=2, default=str))
     else:
-        print(Path(out, "report.md").read_text())
+        print(text)
+    if out is None:
+        print("(nothing written: add --out DIR to keep metrics.json and report.md)", file=sys.stderr)
     return 0
+
+
+def _recorded_suite(run_dir: Path) -> str | None:
+    for name in ("provenance.json", "run.json"):  # mmreward.runs.PROVENANCE, then an older run's summary
+        try:
+            d = json.loads((run_dir / name).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        suite = d.get("identity", {}).get("suite") if name == "provenance.json" else d.get("suite")
+        if suite:
+            return suite
+    return None
 
 
 def _compare(args) -> int:
     from eval.score import compare  # noqa: PLC0415
+    from mmreward.errors import InputError  # noqa: PLC0415
 
     def load(p):
         p = Path(p)
-        return json.loads((p / "metrics.json" if p.is_dir() else p).read_text())
+        f = p / "metrics.json" if p.is_dir() else p
+        if not f.is_file():
+            raise InputError(
+                f"{p}: no metrics.json there; give an `eval run` folder that finished (or score it first with "
+                "`mmreward eval score --predictions FOLDER --suite ...`)"
+            )
+        try:
+            return json.loads(f.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{f}:{exc.lineno}: not valid JSON ({exc.msg})") from None
 
     print(compare(load(args.a), load(args.b)))
     return 0

@@ -23,6 +23,7 @@ from data_pipelines.records import PreferenceRecord, presented_orders
 from eval.suites import Suite, load_suite
 from mmreward.generators import Generator
 from mmreward.rollout import RolloutEngine
+from mmreward.runs import RunFolder, atomic_write_text, generator_identity, record_digest
 from mmreward.settings import EngineSettings
 from mmreward.trajectory import Trajectory
 
@@ -129,10 +130,13 @@ def run_suite(
     media_root: str | None = None,
     engine_settings: EngineSettings | None = None,
     progress: bool = False,
+    model_path: str | os.PathLike | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
+    """Judge ``suite`` into ``out``, resuming the predictions already there when ``out``'s provenance matches this
+    run (same suite, model, settings and records: :class:`mmreward.runs.RunFolder`); ``force`` starts over."""
     settings = settings or RunSettings()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     records, root = load_suite(suite, data, input_path, media_root)
     usable = [r for r in records if not r.metadata_only and r.has_media(root)]
     skipped = len(records) - len(usable)
@@ -145,6 +149,23 @@ def run_suite(
 
             engine_settings = EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS)
     rank, world = shard()
+    who, info = generator_identity(generator, model_path)
+    engine_id = {
+        "max_turns": engine_settings.max_turns,
+        "budget": engine_settings.budget.to_dict(),
+        "visual": repr(engine_settings.visual),
+        "tools": repr(engine_settings.tools),
+    }
+    identity = {
+        "suite": suite.name,
+        **who,
+        "settings": {k: v for k, v in settings.__dict__.items() if k not in ("limit", "chunk", "votes")},
+        "engine": engine_id,
+    }
+    folder = RunFolder(out, "eval run", identity, RUN_OUTPUTS, info=info)
+    # Every process checks; the first one alone clears (--force) and records, so shards never race on the files.
+    folder.open({r.id: record_digest(r) for r in usable}, force=force and rank == 0, write=rank == 0)
+    out.mkdir(parents=True, exist_ok=True)
     pred_path = out / ("predictions.jsonl" if world == 1 else f"predictions.rank{rank}.jsonl")
     done = {r["key"] for r in read_predictions(out / "predictions.jsonl")}
     jobs = []
@@ -191,6 +212,10 @@ def run_suite(
         "seconds": round(time.perf_counter() - started, 2),
         "media_root": root,
     }
-    manifest.update(rank=rank, world_size=world)
-    (out / ("run.json" if world == 1 else f"run.rank{rank}.json")).write_text(json.dumps(manifest, indent=2))
+    manifest.update(rank=rank, world_size=world, model=info.get("model_path") or who["model"])
+    atomic_write_text(out / ("run.json" if world == 1 else f"run.rank{rank}.json"), json.dumps(manifest, indent=2))
     return manifest
+
+
+# What `eval run` writes into its folder (deleted by --force).
+RUN_OUTPUTS = ("predictions*.jsonl", "run*.json", "metrics.json", "report.md", "accuracy.png")

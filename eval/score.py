@@ -17,7 +17,9 @@ from typing import Any
 
 from data_pipelines.records import PreferenceRecord
 from eval import metrics as M
-from eval.suites import Suite
+from eval.suites import SUITES, Suite
+from mmreward.errors import InputError
+from mmreward.runs import atomic_write_text
 
 
 def _mean(xs: list) -> float | None:
@@ -265,11 +267,21 @@ def score_predictions(suite: Suite, rows: list[dict[str, Any]], records: list[Pr
 
 def score_native(path: str | os.PathLike) -> dict[str, Any] | None:
     """A benchmark's own prediction file (GenAI-Bench, Multimodal RewardBench), or None if it is not one."""
-    lines = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+    lines = []
+    with Path(path).open(encoding="utf-8") as f:
+        for lineno, text in enumerate(f, 1):
+            if not text.strip():
+                continue
+            try:
+                lines.append(json.loads(text))
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if lines and not all(isinstance(x, dict) for x in lines):
+        raise InputError(f"{path}: every line must be a JSON object")
     if lines and "human_vote" in lines[0] and "response" in lines[0]:
         name = Path(path).name
-        task = next((t for t in ("image_generation", "image_edition", "video_generation") if t in name), "task")
-        return {"format": "genai_bench predictions", "official": M.genai_score({task: lines})}
+        task = next((t for t in ("image_generation", "image_edition", "video_generation") if t in name), None)
+        return {"format": "genai_bench predictions", "task": task, "official": M.genai_score({task or "task": lines})}
     if lines and "Label" in lines[0] and "output" in lines[0]:
         rows = [
             {
@@ -282,6 +294,21 @@ def score_native(path: str | os.PathLike) -> dict[str, Any] | None:
         ]
         return {"format": "multimodal_rewardbench predictions", "official": M.mmrb_score(rows)}
     return None
+
+
+def check_native_suite(metrics: dict[str, Any], suite: Suite, path: str | os.PathLike) -> None:
+    """A benchmark's own prediction file is scored only under its own suite (a report titled with another
+    benchmark's name over these numbers would be wrong)."""
+    fmt = metrics["format"]
+    if fmt.startswith("genai_bench"):
+        task = metrics.get("task")
+        wanted = [f"genai_bench_{task}"] if task else [n for n in SUITES if n.startswith("genai_bench_")]
+    else:
+        wanted = ["multimodal_rewardbench"]
+    if suite.name not in wanted:
+        raise InputError(
+            f"--predictions {path} is a {fmt} file, not one of {suite.name}; use --suite {' or '.join(wanted)}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -302,7 +329,7 @@ def write_report(metrics: dict[str, Any], out: str | os.PathLike) -> dict[str, s
     """``metrics.json``, ``report.md`` and ``accuracy.png`` (by category with 95% intervals, position bias, tool use)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
     lines = [f"# Eval: {metrics.get('suite', '?')}", ""]
     ours = metrics.get("ours")
     if ours:
@@ -340,7 +367,7 @@ def write_report(metrics: dict[str, Any], out: str | os.PathLike) -> dict[str, s
             json.dumps(metrics["official"], indent=2, default=str),
             "```",
         ]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     paths = {"metrics": str(out / "metrics.json"), "report": str(out / "report.md")}
     if ours:
         import matplotlib  # noqa: PLC0415
@@ -366,7 +393,8 @@ def write_report(metrics: dict[str, Any], out: str | os.PathLike) -> dict[str, s
         axes[2].set_ylim(0, 1)
         axes[2].set_title("accuracy vs tool use")
         fig.tight_layout()
-        fig.savefig(out / "accuracy.png", dpi=90)
+        fig.savefig(out / ".accuracy.png.tmp", dpi=90, format="png")
+        os.replace(out / ".accuracy.png.tmp", out / "accuracy.png")
         plt.close(fig)
         paths["plot"] = str(out / "accuracy.png")
     return paths

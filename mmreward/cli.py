@@ -31,6 +31,94 @@ from mmreward.tools import Budget
 logger = logging.getLogger("mmreward")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, with each option's default after its help unless the help already names one (or the
+    default is empty)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or not action.option_strings or action.default in (None, False, [], ()):
+            return text
+        if action.default is argparse.SUPPRESS:
+            return text
+        return text + " (default: %(default)s)"
+
+
+class RawHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
+    """For the top-level command, whose epilog is a preformatted command list."""
+
+
+def add_model_options(p: argparse.ArgumentParser, dtype: bool = True) -> None:
+    """``--device``, ``--dtype``, ``--attn-implementation``: how a command loads a checkpoint."""
+    p.add_argument(
+        "--device", default="auto", help="auto (a CUDA GPU when there is one, else cpu), cpu, cuda or cuda:N"
+    )
+    if dtype:
+        p.add_argument(
+            "--dtype",
+            default="auto",
+            choices=["auto", "float32", "bfloat16", "float16"],
+            help="weights' dtype; auto: bfloat16 on a GPU, float32 on CPU",
+        )
+        p.add_argument(
+            "--attn-implementation",
+            default=None,
+            choices=["sdpa", "eager", "flash_attention_2"],
+            help="attention kernel (default: sdpa); flash_attention_2 needs a CUDA GPU and the flash-attn package",
+        )
+
+
+def check_model_dir(path: str | None, flag: str = "--model") -> None:
+    """A checkpoint flag names a folder holding a model or an adapter; said in the flag's terms before loading."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from mmreward.errors import flag_error  # noqa: PLC0415
+
+    if path is None:
+        return
+    p = Path(path)
+    if not p.is_dir():
+        raise flag_error(flag, path, "no such folder", "give a checkpoint folder (mmreward init-tiny makes one)")
+    if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
+        raise flag_error(
+            flag, path, "not a checkpoint folder (no config.json or adapter_config.json)", "give a checkpoint folder"
+        )
+
+
+def model_settings(args: argparse.Namespace):
+    """The :class:`ModelSettings` of :func:`add_model_options`' flags, checked here so a wrong value is refused in
+    the CLI's spelling before any model is loaded."""
+    import importlib.util  # noqa: PLC0415
+
+    from mmreward.errors import flag_error  # noqa: PLC0415
+    from mmreward.modeling import ModelSettings  # noqa: PLC0415
+
+    device = args.device
+    if device != "auto" and device != "cpu" and not device.startswith("cuda") and device != "mps":
+        raise flag_error("--device", device, "not a device", "use auto, cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        import torch  # noqa: PLC0415
+
+        if not torch.cuda.is_available():
+            raise flag_error("--device", device, "no CUDA GPU is available on this machine", "use --device cpu")
+    attn = getattr(args, "attn_implementation", None)
+    if attn == "flash_attention_2":
+        import torch  # noqa: PLC0415
+
+        if device == "cpu" or not torch.cuda.is_available():
+            raise flag_error(
+                "--attn-implementation", attn, "needs a CUDA GPU", "use --attn-implementation sdpa on this machine"
+            )
+        if importlib.util.find_spec("flash_attn") is None:
+            raise flag_error(
+                "--attn-implementation",
+                attn,
+                "the flash-attn package is not installed",
+                "install the GPU stack (scripts/setup.sh --gpu) or use --attn-implementation sdpa",
+            )
+    return ModelSettings(dtype=getattr(args, "dtype", "auto"), device=device, attn_implementation=attn)
+
+
 def _add_init_tiny(sub) -> None:
     from mmreward.tiny import TinySizes  # noqa: PLC0415
 
@@ -54,7 +142,25 @@ def _add_init_tiny(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default %(default)s)")
     for f in fields(TinySizes):
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=f.default, help=f"(default {f.default})")
+        what = _TINY_SIZE_HELP.get(f.name, f.name.replace("_", " "))
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=f.default, help=what)
+
+
+_TINY_SIZE_HELP = {
+    "hidden_size": "language model width",
+    "num_layers": "language model layers",
+    "num_heads": "attention heads (hidden size must divide by it)",
+    "num_kv_heads": "key/value heads (grouped-query attention)",
+    "intermediate_size": "language model MLP width",
+    "vision_hidden_size": "vision tower width",
+    "vision_depth": "vision tower layers",
+    "vision_heads": "vision tower attention heads",
+    "vision_intermediate_size": "vision tower MLP width",
+    "vocab_size": "tokenizer vocabulary, trained locally",
+    "max_position_embeddings": "longest context in tokens",
+    "min_pixels": "processor's smallest image, in pixels",
+    "max_pixels": "processor's largest image, in pixels",
+}
 
 
 def _add_merge(sub) -> None:
@@ -100,27 +206,31 @@ def _add_judge(sub) -> None:
     p.add_argument("--answer", action="append", default=[], help="answer text (repeat)")
     p.add_argument("--pointwise", action="store_true", help="score a single candidate from 1 to 10")
     p.add_argument("--dimension", action="append", default=[], help="judge per dimension too (repeat)")
-    p.add_argument("--allow-tie", action="store_true")
-    p.add_argument("--swap", choices=["none", "both", "random"], default="none")
-    p.add_argument("--votes", type=int, default=1)
+    p.add_argument("--allow-tie", action="store_true", help="let the judge call a tie")
+    p.add_argument(
+        "--swap",
+        choices=["none", "both", "random"],
+        default="none",
+        help="presented orders: none (as given), both (judge twice, candidates swapped, and combine), random (one "
+        "seeded order)",
+    )
+    p.add_argument("--votes", type=int, default=1, help="independent judgments per order, combined by majority")
     p.add_argument("--no-tools", action="store_true", help="answer from the overview only")
     p.add_argument("--reward", action="store_true", help="also compute the continuous reward from verdict logits")
     p.add_argument("--max-new-tokens", type=int, default=256, help="per turn")
-    p.add_argument("--max-turns", type=int, default=6)
-    p.add_argument("--max-tool-calls", type=int, default=4)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-turns", type=int, default=6, help="assistant turns per judgment, tool turns included")
+    p.add_argument("--max-tool-calls", type=int, default=4, help="tool calls per judgment")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0: greedy)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
     p.add_argument(
         "--repetition-penalty", type=float, default=1.0,
         help="1.0 (none) as GRPO trains; set explicitly, so the checkpoint's generation config does not apply",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="sampling and order seed")
     p.add_argument(
         "--overview-frames", type=int, default=None, help="default: the checkpoint's recorded settings, else 8"
     )
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--attn-implementation", default=None, choices=["sdpa", "eager", "flash_attention_2"])
+    add_model_options(p)
     p.add_argument(
         "--reuse-cache",
         action="store_true",
@@ -139,11 +249,17 @@ def _add_serve(sub) -> None:
         "SIGTERM: in-flight requests finish first.",
     )
     p.add_argument("--model", help="local checkpoint folder (needed for the transformers backend)")
-    p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
+    p.add_argument(
+        "--backend",
+        choices=["transformers", "vllm"],
+        default="transformers",
+        help="who generates: the checkpoint in this process (transformers), or a vLLM server this one drives "
+        "(vllm: give --vllm-url and --vllm-model; --model then only supplies the processor and settings)",
+    )
     p.add_argument("--vllm-url", help="vllm backend: the vLLM server's OpenAI base URL, e.g. http://127.0.0.1:8001/v1")
     p.add_argument("--vllm-model", help="vllm backend: the model name vLLM serves")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     p.add_argument("--model-name", default="mmreward-judge", help="the id clients pass as `model`")
     p.add_argument(
         "--served-model-name",
@@ -172,21 +288,21 @@ def _add_serve(sub) -> None:
     p.add_argument("--allow-local-root", action="append", default=[], help="a folder requests may name files in")
     p.add_argument("--allow-url-host", action="append", default=[], help="a host whose URLs may be fetched")
     p.add_argument("--allow-private-urls", action="store_true", help="let allowed hosts resolve to private IPs")
-    p.add_argument("--max-body-mb", type=float, default=64.0)
+    p.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body, in MiB (413 above)")
     p.add_argument(
         "--max-images", type=int, default=64, help="images per request, video frames sent as images included"
     )
-    p.add_argument("--max-image-pixels", type=int, default=16_777_216)
-    p.add_argument("--max-video-seconds", type=float, default=120.0)
+    p.add_argument(
+        "--max-image-pixels", type=int, default=16_777_216, help="largest image, read from its header (bombs refused)"
+    )
+    p.add_argument("--max-video-seconds", type=float, default=120.0, help="longest video a request may send")
     p.add_argument("--max-new-tokens", type=int, default=256, help="per turn, unless a request asks otherwise")
-    p.add_argument("--max-turns", type=int, default=6)
-    p.add_argument("--max-tool-calls", type=int, default=4)
+    p.add_argument("--max-turns", type=int, default=6, help="assistant turns per judgment, tool turns included")
+    p.add_argument("--max-tool-calls", type=int, default=4, help="tool calls per judgment")
     p.add_argument(
         "--overview-frames", type=int, default=None, help="default: the checkpoint's recorded settings, else 8"
     )
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--attn-implementation", default=None, choices=["sdpa", "eager", "flash_attention_2"])
+    add_model_options(p)
     p.add_argument(
         "--reuse-cache",
         action=argparse.BooleanOptionalAction,
@@ -194,7 +310,15 @@ def _add_serve(sub) -> None:
         help="transformers backend: keep each trajectory's KV cache between tool turns, batched, so a turn encodes "
         "only what it appended (default on; --no-reuse-cache re-encodes every turn)",
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="the server's log level"
+    )
+    p.add_argument(
+        "--docs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="publish the OpenAPI schema at /openapi.json and its pages at /docs and /redoc (--no-docs: 404)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,8 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mmreward",
         description="mmreward: train, evaluate and serve thinking multimodal reward models (judges that reason, "
         "look closer with tools, and give a verdict).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
+        formatter_class=RawHelpFormatter,
+        epilog=__doc__
+        + "\nExit codes: 0 done; 2 a usage or input error (nothing was started; the message names the flag, "
+        "file or line); 1 a runtime failure (the work failed, or did nothing).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -214,7 +340,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_judge(sub)
     _add_serve(sub)
     COMMANDS.update(_plugins(sub))
+    for p in walk_parsers(parser):  # defaults shown under every command, preformatted descriptions kept as written
+        if p.formatter_class is argparse.RawDescriptionHelpFormatter:
+            p.formatter_class = RawHelpFormatter
+        elif p.formatter_class is argparse.HelpFormatter:
+            p.formatter_class = HelpFormatter
     return parser
+
+
+def walk_parsers(parser: argparse.ArgumentParser):
+    """``parser`` and every subcommand's parser below it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                yield from walk_parsers(child)
 
 
 def _plugins(sub) -> dict:
@@ -248,16 +388,28 @@ def cmd_init_tiny(args: argparse.Namespace) -> int:
 
 
 def _task_from_args(args: argparse.Namespace):
+    """The judging task the flags describe; every count and combination is checked here, before a model loads."""
+    from mmreward.errors import InputError  # noqa: PLC0415
     from mmreward.protocol import JudgeTask  # noqa: PLC0415
 
     n_wanted = 1 if args.pointwise else 2
+    what = "to score one candidate" if args.pointwise else "for a pair"
     kind = "pointwise" if args.pointwise else ("multi" if args.dimension else "pairwise")
+    if args.prompt and args.question:
+        raise InputError(
+            "--prompt and --question together: give --prompt for generated images/videos, or --question with "
+            "--answer texts about an --image/--video, not both"
+        )
     if args.question:
         if len(args.answer) != n_wanted:
-            raise SystemExit(f"error: --question needs {n_wanted} --answer value(s), got {len(args.answer)}")
+            raise InputError(
+                f"--question needs {n_wanted} --answer value(s) {what}, got {len(args.answer)}"
+                + ("; to score one answer, add --pointwise" if len(args.answer) == 1 and not args.pointwise else "")
+            )
         if bool(args.image) == bool(args.video):
-            raise SystemExit("error: --question needs the --image(s) or the --video(s) it is about (not both)")
+            raise InputError("--question needs the --image(s) or the --video(s) it is about (one kind, not both)")
         media, media_kind = (args.image, "image") if args.image else (args.video, "video")
+        _check_media_files(media, media_kind)
         return JudgeTask(
             prompt=args.question,
             candidates=args.answer,
@@ -269,13 +421,17 @@ def _task_from_args(args: argparse.Namespace):
             allow_tie=args.allow_tie,
             id="cli",
         )
+    if args.answer:
+        raise InputError("--answer needs --question (the question the answers reply to)")
     if not args.prompt:
-        raise SystemExit("error: give --prompt (generated media) or --question (answers)")
+        raise InputError("give --prompt (for generated images/videos) or --question with --answer texts")
     if bool(args.image) == bool(args.video):
-        raise SystemExit("error: give --image twice or --video twice (not both)")
+        raise InputError("give --image twice or --video twice (one kind, not both)")
     candidates, modality = (args.image, "image") if args.image else (args.video, "video")
     if len(candidates) != n_wanted:
-        raise SystemExit(f"error: need {n_wanted} --{modality} value(s), got {len(candidates)}")
+        hint = "; to score one, add --pointwise" if len(candidates) == 1 and not args.pointwise else ""
+        raise InputError(f"need {n_wanted} --{modality} value(s) {what}, got {len(candidates)}{hint}")
+    _check_media_files(candidates, modality)
     return JudgeTask(
         prompt=args.prompt,
         candidates=candidates,
@@ -287,13 +443,28 @@ def _task_from_args(args: argparse.Namespace):
     )
 
 
+def _check_media_files(paths: list[str], kind: str) -> None:
+    """Open every input file as the engine will, so a missing or broken file is an input error before the model
+    loads (not a 'parse failure' after it)."""
+    from mmreward.errors import InputError  # noqa: PLC0415
+    from mmreward.media import MediaError, check_image_file, check_video_file  # noqa: PLC0415
+
+    for path in paths:
+        try:
+            (check_image_file if kind == "image" else check_video_file)(path)
+        except MediaError as exc:
+            problem = str(exc).removeprefix(f"{path}: ")
+            raise InputError(f"--{kind} {path}: {problem}") from None
+
+
 def cmd_judge(args: argparse.Namespace) -> int:
     from mmreward.generators import SamplingSettings  # noqa: PLC0415
     from mmreward.judge import Judge, JudgeSettings  # noqa: PLC0415
-    from mmreward.modeling import ModelSettings  # noqa: PLC0415
     from mmreward.settings import resolve_engine_settings  # noqa: PLC0415
 
     task = _task_from_args(args)
+    check_model_dir(args.model)
+    model = model_settings(args)
     from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
     hf_logging.disable_progress_bar()
@@ -311,7 +482,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
         SamplingSettings(
             args.max_new_tokens, args.temperature, args.top_p, args.seed, repetition_penalty=args.repetition_penalty
         ),
-        ModelSettings(dtype=args.dtype, device=args.device, attn_implementation=args.attn_implementation),
+        model,
         reuse_cache=args.reuse_cache,
     )
     loaded = time.perf_counter()
@@ -349,12 +520,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dataclasses import replace  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
-    from mmreward.server import BackendSettings, RequestLimits, ServerSettings, build_judge, serve  # noqa: PLC0415
+    from mmreward.errors import flag_error  # noqa: PLC0415
+    from mmreward.server import (  # noqa: PLC0415
+        BackendSettings,
+        RequestLimits,
+        ServerSettings,
+        bind_socket,
+        build_judge,
+        serve,
+    )
 
     token = args.token
     if args.token_file:
-        token = Path(args.token_file).read_text().strip()
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise flag_error(
+                "--token-file", args.token_file, f"cannot read it ({getattr(exc, 'strerror', None) or exc})"
+            ) from None
+        if not token:
+            raise flag_error("--token-file", args.token_file, "the file is empty", "write the bearer token into it")
     token = token or os.environ.get("MMREWARD_API_TOKEN") or None
+    if args.backend == "transformers":
+        if not args.model:
+            raise flag_error("--model", None, "the transformers backend needs a checkpoint folder")
+        check_model_dir(args.model)
+    elif not (args.vllm_url and args.vllm_model):
+        raise flag_error("--backend", "vllm", "needs --vllm-url and --vllm-model (the vLLM server and its model name)")
+    model_settings(args)
     limits = replace(
         RequestLimits(),
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
@@ -381,6 +574,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allow_url_hosts=args.allow_url_host,
         allow_private_urls=args.allow_private_urls,
         limits=limits,
+        docs=args.docs,
     )
     backend = BackendSettings(
         backend=args.backend,
@@ -399,11 +593,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if args.host not in ("127.0.0.1", "localhost", "::1") and token is None:
         logger.warning("serving on %s without a bearer token: anyone who can reach it can use the model", args.host)
+    sock = bind_socket(args.host, args.port)  # a port in use is an input error before minutes of model loading
     judge = build_judge(backend)
     print(
-        f"serving {args.model or args.vllm_url} as {args.model_name!r} on http://{args.host}:{args.port}", flush=True
+        f"serving {args.model or args.vllm_url} as {args.model_name!r} on http://{args.host}:{args.port}"
+        + (f" (API schema: http://{args.host}:{args.port}/docs)" if args.docs else ""),
+        flush=True,
     )
-    serve(judge, settings, log_level=args.log_level)
+    serve(judge, settings, log_level=args.log_level, sock=sock)
     return 0
 
 
@@ -444,14 +641,35 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from mmreward.media import MediaError  # noqa: PLC0415
-    from mmreward.modeling import ModelLoadError  # noqa: PLC0415
+    return run_handler(handler, args)
 
+
+def run_handler(handler, args: argparse.Namespace) -> int:
+    """Run a command; map errors onto :mod:`mmreward.errors`' exit codes (2: usage or input, 1: runtime failure),
+    with a one-line message instead of a traceback (``-v`` adds the traceback)."""
+    from mmreward.errors import EXIT_FAILURE, EXIT_INPUT, RunFailure  # noqa: PLC0415
+
+    input_errors = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
     try:
         return handler(args)
-    except (MediaError, ModelLoadError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except input_errors as exc:
+        logger.debug("input error", exc_info=True)
+        print(f"error: {_describe(exc)}", file=sys.stderr)
+        return EXIT_INPUT
+    except (RunFailure, OSError) as exc:
+        logger.debug("runtime failure", exc_info=True)
+        print(f"error: {_describe(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept, and a re-run resumes it", file=sys.stderr)
+        return 130
+
+
+def _describe(exc: BaseException) -> str:
+    """An OSError's text names its file (``[Errno 2] No such file or directory: 'x'`` says less than ``x: ...``)."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import io
 import logging
 import math
 import os
+import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -440,6 +442,64 @@ def open_video(source: VideoSource, limits: MediaLimits = DEFAULT_LIMITS, backen
     CLIP_CACHE.put(key, clip)
     logger.debug("opened %s with %s: %d frames at %.2f fps", name, b, num_frames, fps)
     return clip
+
+
+def sniff_video(head: bytes) -> str | None:
+    """The container a file's first bytes announce (mp4/mov, matroska/webm, avi, flv, mpeg-ps/ts, ogg, asf), or
+    None: a text file or an image passed as a video is refused before a decoder prints its own errors."""
+    if len(head) >= 12 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):
+        return "mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "matroska"
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "avi"
+    if head.startswith(b"FLV"):
+        return "flv"
+    if head.startswith(b"\x00\x00\x01\xba"):
+        return "mpeg-ps"
+    if head[:1] == b"\x47" and (len(head) < 189 or head[188:189] == b"\x47"):
+        return "mpeg-ts"
+    if head.startswith(b"OggS"):
+        return "ogg"
+    if head.startswith(b"\x30\x26\xb2\x75"):
+        return "asf"
+    return None
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence what native decoders (ffmpeg, decord) write straight to file descriptor 2. For single-threaded
+    command-line checks only: the redirect is process-wide."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def check_image_file(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> None:
+    """Raise :class:`MediaError` unless ``path`` is an image the engine can read."""
+    load_image(Path(path), limits)
+
+
+def check_video_file(path: str | os.PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> None:
+    """Raise :class:`MediaError` unless ``path`` is a video the engine can decode (frames and all), quietly."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError("no such video file")
+    with path.open("rb") as f:
+        head = f.read(256)
+    if not head:
+        raise MediaError("empty file")
+    if sniff_video(head) is None:
+        raise MediaError("not a video file (no MP4, WebM/MKV, AVI, FLV, MPEG, Ogg or ASF header)")
+    with quiet_native_stderr():
+        clip = open_video(str(path), limits)
+        clip.frames([0])
 
 
 def clip_from_frames(frames: list[Image.Image], fps: float = 1.0, name: str = "frames") -> VideoClip:

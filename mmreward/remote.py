@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from mmreward.errors import RunFailure
 from mmreward.generators import STOP_TAGS, GenerationOutput, GenerationRequest
 from mmreward.media import image_to_data_url
 
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 STOP = list(STOP_TAGS)
 
 
-class RemoteError(RuntimeError):
+class RemoteError(RunFailure):
     pass
 
 
@@ -252,12 +253,15 @@ class OpenAIGenerator:
                 else:  # 4xx other than 429: the request itself is wrong; retrying will not help
                     return GenerationOutput(text="", error=f"{last}: {str(exc)[:200]}")
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                last = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection error"
-                self.stats[last] += 1
+                kind = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection error"
+                self.stats[kind] += 1
+                cause = exc.__cause__ or exc.__context__
+                last = f"{kind} ({cause})" if cause is not None and str(cause) else kind
             except RemoteError as exc:
                 last = str(exc)
                 self.stats["malformed"] += 1
             if attempt < s.retries:
                 logger.info("teacher %s for %s (attempt %d); retrying in %.2fs", last, r.key, attempt + 1, wait)
                 await asyncio.sleep(wait)
-        return GenerationOutput(text="", error=f"{last} after {s.retries + 1} attempts")
+        n = s.retries + 1
+        return GenerationOutput(text="", error=f"{last} after {n} attempt{'s' if n > 1 else ''}")

@@ -36,7 +36,6 @@ def register(sub) -> dict:
         description="Write OUT/see/ (captions and questions about images, crops and frames) and, when asked, the "
         "warm-ups' rows under OUT/see/<warm-up>/, seeded and deterministic. OUT is a world folder (`mmreward data "
         "synth`); the one-crop rows draw fresh items like its validation split.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     c.add_argument("--out", required=True, help="the world folder")
     c.add_argument("--see", type=int, default=200, help="learning-to-see examples (0 = none)")
@@ -50,7 +49,7 @@ def register(sub) -> dict:
         help="one-crop rows from this many fresh image items (each candidate's crop as the judge gets it, answered with "
         "the oracle's sentence about it), to OUT/see/crops/",
     )  # fmt: skip
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=int, default=0, help="the curriculum's seed")
     c.add_argument("--workers", type=int, default=1, help="worker processes")
     from data_pipelines.cli import add_world_arguments  # noqa: PLC0415
 
@@ -61,7 +60,9 @@ def register(sub) -> dict:
 def run(args: argparse.Namespace) -> int:
     if args.tiny_command == "curriculum":
         if args.extra:
-            raise SystemExit(f"error: unrecognized arguments: {' '.join(args.extra)}")
+            from mmreward.errors import InputError  # noqa: PLC0415
+
+            raise InputError(f"unrecognized arguments: {' '.join(args.extra)} (see mmreward tiny curriculum --help)")
         return curriculum(args)
     return importlib.import_module(STAGES[args.tiny_command][1]).main(list(args.extra))
 

@@ -135,6 +135,11 @@ class Pipeline:
         print(f"pipeline finished in {total:.0f}s; report: {self.path('report.md')}", flush=True)
         return self.state
 
+    @property
+    def redo(self) -> list[str]:
+        """``--force`` for the commands that resume into their folders: the pipeline's --force redoes their work."""
+        return ["--force"] if self.force else []
+
     def _save_state(self) -> None:
         self.state.update(recipe=self.recipe, fast=self.fast)
         tmp = self.state_file.with_suffix(".tmp")
@@ -195,7 +200,7 @@ class Pipeline:
         scene = ["--seed", w["seed"], "--workers", "2"]
         if w.get("object_size"):
             scene += ["--object-size", *w["object_size"]]
-        self.command("world", ["data", "synth", "--out", self.world, "--n", w["n"], *scene])
+        self.command("world", ["data", "synth", "--out", self.world, "--n", w["n"], *scene, *self.redo])
         args = ["tiny", "curriculum", "--out", self.world, "--see", w["see"], *scene]
         for warmup in WARMUPS:  # the warm-ups' rows, under world/see/<warm-up>/
             if w.get(warmup):
@@ -290,7 +295,7 @@ class Pipeline:
             "distill",
             ["data", "distill", "--records", self.world / "train.jsonl", "--teacher", "oracle",
              "--out", self.path("distill"), "--swap", self.cfg["distill"]["swap"],
-             "--crop-policy", self.cfg["distill"].get("crop_policy", "zoom")],
+             "--crop-policy", self.cfg["distill"].get("crop_policy", "zoom"), *self.redo],
         )  # fmt: skip
 
     def _train(self, stage: str, model: Path, extra: list[Any]) -> None:
@@ -328,7 +333,7 @@ class Pipeline:
             "reject",
             ["data", "reject", "--model", self.path("sft"), "--records", self.world / "train.jsonl",
              "--out", self.path("rejection"), "--k", r["k"], "--limit", r["limit"],
-             "--temperature", r["temperature"], "--max-new-tokens", r["max_new_tokens"], "--world"],
+             "--temperature", r["temperature"], "--max-new-tokens", r["max_new_tokens"], "--world", *self.redo],
         )  # fmt: skip
 
     def done_rft(self) -> bool:
@@ -389,7 +394,7 @@ class Pipeline:
                         "eval",
                         ["eval", "run", "--suite", f"synthetic_{split}", "--model", self.checkpoint(stage),
                          "--data", self.world, "--out", d, "--limit", e["limit"], "--tools", tools,
-                         "--max-new-tokens", e["max_new_tokens"]],
+                         "--max-new-tokens", e["max_new_tokens"], *self.redo],
                     )  # fmt: skip
         from data_pipelines.synthetic.oracle import oracle_accuracy  # noqa: PLC0415
 
@@ -432,7 +437,7 @@ def register(sub) -> dict:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--recipe", default="tiny-cpu", help="train/recipes/<recipe>/pipeline.yaml")
-    p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--out", default="runs/quickstart", help="the run folder: every step's output, report.md")
     p.add_argument("--fast", action="store_true", help="a few-minute smoke version (tiny data, few steps)")
     p.add_argument("--force", action="store_true", help="redo steps whose output exists")
     p.add_argument("--only", nargs="+", choices=STEPS, help="run only these steps")

@@ -61,9 +61,12 @@ def test_judge_answers_and_errors(cli_model, real_image_pair, tmp_path):
     assert bad.returncode != 0 and "need 2 --image" in bad.stderr
     broken = tmp_path / "b.png"
     broken.write_bytes(b"xx")
-    proc = mmreward("judge", "--model", cli_model, "--prompt", "x", "--image", broken, "--image", broken, "--json")
-    assert "b.png: not a recognised image" in json.loads(proc.stdout)["trajectories"][0]["error"]
-    missing = mmreward(
-        "judge", "--model", tmp_path / "nope", "--prompt", "x", "--image", broken, "--image", broken, check=False
+    proc = mmreward(
+        "judge", "--model", cli_model, "--prompt", "x", "--image", broken, "--image", broken, "--json", check=False
     )
-    assert missing.returncode == 2 and "not a folder" in missing.stderr
+    assert proc.returncode == 2 and f"--image {broken}: not a recognised image" in proc.stderr and not proc.stdout
+    image = real_image_pair[0]
+    missing = mmreward(
+        "judge", "--model", tmp_path / "nope", "--prompt", "x", "--image", image, "--image", image, check=False
+    )
+    assert missing.returncode == 2 and "--model" in missing.stderr and "no such folder" in missing.stderr

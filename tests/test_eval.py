@@ -266,25 +266,11 @@ def test_cli_eval_run_tiny_model_writes_the_report(world, tiny_model_dir, tmp_pa
         p.name for p in out.iterdir()
     }
     assert "synthetic_test: accuracy" in capsys.readouterr().out
-    # A public suite whose media is not on disk: every item is skipped and counted, nothing crashes.
-    assert (
-        main(
-            [
-                "eval",
-                "run",
-                "--suite",
-                "mm_rlhf",
-                "--model",
-                str(tiny_model_dir),
-                "--out",
-                str(tmp_path / "mm"),
-                "--limit",
-                "2",
-            ]
-        )
-        == 0
-    )
-    assert json.loads((tmp_path / "mm" / "run.json").read_text())["skipped_without_media"] == 170
+    # A public suite whose media is not on disk: nothing can be judged, which is a failure (exit 1) that says where
+    # the media were looked for, before any model loads; nothing is written.
+    code = main(["eval", "run", "--suite", "mm_rlhf", "--model", str(tiny_model_dir), "--out", str(tmp_path / "mm")])
+    assert code == 1 and "none of its 170 items has its media on disk" in capsys.readouterr().err
+    assert not (tmp_path / "mm").exists()
 
 
 def test_sharded_run_with_two_processes(world, tiny_model_dir, tmp_path):

@@ -70,7 +70,10 @@ def load_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".json":
         with path.open(encoding="utf-8") as f:
-            data = json.load(f)
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as exc:
+                raise SourceError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
         if isinstance(data, dict):
             for key in ("data", "items", "rows"):
                 if isinstance(data.get(key), list):

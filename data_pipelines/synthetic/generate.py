@@ -69,6 +69,7 @@ from data_pipelines.synthetic.world import (
 )
 from mmreward.media import PixelBudget, sample_frame_indices, save_video, smart_resize
 from mmreward.protocol import VisualSettings
+from mmreward.runs import RunFolder, atomic_write_text
 from mmreward.settings import EngineSettings, save_engine_settings
 from mmreward.tools import ToolSettings
 
@@ -642,9 +643,14 @@ def generate_world(
     splits: dict[str, int] | None = None,
     workers: int = 1,
     progress: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Write ``out/{split}.jsonl`` records and their media under ``out/media/{split}/``; returns (and writes)
-    ``out/manifest.json`` with counts and timings."""
+    ``out/manifest.json`` with counts and timings.
+
+    A folder that already holds this exact world (same seed, kinds, config and splits, finished) is left as it is
+    (the manifest comes back with ``"reused": True``); one holding another world is refused unless ``force``, which
+    deletes the old world's records and media first, so no stale file outlives it."""
     cfg = cfg or WorldConfig()
     kinds = list(kinds or KINDS)
     bad = [k for k in kinds if k not in KINDS]
@@ -652,6 +658,13 @@ def generate_world(
         raise ValueError(f"unknown kind(s) {bad}; choose from {', '.join(KINDS)}")
     out = Path(out)
     splits = splits or split_sizes(n)
+    identity = {"seed": seed, "kinds": kinds, "config": cfg.to_dict(), "splits": splits}
+    outputs = [f"{split}.jsonl" for split in dict.fromkeys([*SPLITS, *splits])]
+    folder = RunFolder(out, "data synth", identity, [*outputs, "media", "manifest.json", "mmreward_judge.json"])
+    previous = folder.open(force=force, write=False)
+    if previous is not None and (out / "manifest.json").is_file():
+        return json.loads((out / "manifest.json").read_text()) | {"reused": True}
+    folder.save()
     t0 = time.perf_counter()
     jobs = []
     for split, size in splits.items():
@@ -698,9 +711,7 @@ def generate_world(
     }
     # The visual and tool settings the needs-tool flags assume: stages judge the world with them (settings_file).
     save_engine_settings(out, EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS))
-    tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out / "manifest.json")
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2))
     return manifest
 
 

@@ -12,13 +12,43 @@ __all__ = [
     "RequestLimits",
     "ServerSettings",
     "build_judge",
+    "bind_socket",
     "create_app",
     "serve",
 ]
 
 
-def serve(judge, settings: ServerSettings, log_level: str = "info") -> None:
-    """Run the API with uvicorn until SIGINT/SIGTERM; in-flight requests finish first (graceful shutdown)."""
+def bind_socket(host: str, port: int):
+    """The listening socket, bound before the model loads so a port in use is said at once, naming the flag."""
+    import socket  # noqa: PLC0415
+
+    from mmreward.errors import InputError  # noqa: PLC0415
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InputError(
+            f"--host {host}: cannot resolve it ({exc.strerror}); give an address such as 127.0.0.1"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise InputError(
+            f"--port {port}: cannot listen on {host}:{port} ({exc.strerror}); choose another --port, or stop the "
+            "process that holds it"
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(judge, settings: ServerSettings, log_level: str = "info", sock=None) -> None:
+    """Run the API with uvicorn until SIGINT/SIGTERM; in-flight requests finish first (graceful shutdown).
+    ``sock``: a socket from :func:`bind_socket` (default: bind ``settings.host:port`` here)."""
     import uvicorn  # noqa: PLC0415
 
     app = create_app(judge, settings)
@@ -31,7 +61,7 @@ def serve(judge, settings: ServerSettings, log_level: str = "info") -> None:
         server_header=False,
         limit_concurrency=settings.max_queue + 64,  # beyond this uvicorn itself answers 503
     )
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock or bind_socket(settings.host, settings.port)])
 
 
 class BackgroundServer:

@@ -174,10 +174,14 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
         title="mmreward judge API",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
+        description="Judgments (`/v1/judge`), group rewards for generators' RL loops (`/v1/rewards`) and an "
+        "OpenAI-compatible chat endpoint (`/v1/chat/completions`) served by a thinking multimodal judge. Media are "
+        "base64 data URLs; options of the chat endpoint ride in `extra_body.mmreward`.",
+        docs_url="/docs" if settings.docs else None,
+        redoc_url="/redoc" if settings.docs else None,
+        openapi_url="/openapi.json" if settings.docs else None,
     )
+    public = {"/health"} | ({"/docs", "/redoc", "/openapi.json"} if settings.docs else set())
     app.state.batcher, app.state.metrics, app.state.settings = batcher, metrics, settings
     app.add_middleware(BodyLimit, max_bytes=lim.max_body_bytes, metrics=metrics)
 
@@ -186,7 +190,7 @@ def create_app(judge: Judge, settings: ServerSettings | None = None) -> FastAPI:
     async def observe(request: Request, call_next):
         start = time.perf_counter()
         endpoint = _endpoint(request.url.path)
-        if settings.token is not None and request.url.path != "/health" and not _authorized(request, settings.token):
+        if settings.token is not None and request.url.path not in public and not _authorized(request, settings.token):
             metrics.errors.labels("unauthorized").inc()
             metrics.requests.labels(endpoint, "401").inc()
             return JSONResponse(

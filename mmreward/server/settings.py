@@ -58,6 +58,7 @@ class ServerSettings:
     allow_private_urls: bool = False  # even for allowed hosts, refuse loopback/private addresses unless set
     url_timeout_s: float = 10.0
     limits: RequestLimits = field(default_factory=RequestLimits)
+    docs: bool = True  # the OpenAPI schema at /openapi.json, its pages at /docs and /redoc (no token needed)
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.max_queue < 1:
