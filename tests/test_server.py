@@ -483,3 +483,22 @@ def test_mmreward_serve_command_answers_and_stops_gracefully(tiny_model_dir, tmp
         code = proc.wait(60)
     # uvicorn shuts down gracefully, then re-raises SIGTERM so process managers see how it ended
     assert code in (0, -signal.SIGTERM), proc.stdout.read().decode()[-2000:]
+
+
+def test_openapi_schema_documents_the_request_bodies():
+    """/docs and /openapi.json describe every endpoint's body (public even with a token: they hold no data);
+    --no-docs turns them off."""
+    judge, _ = scripted_judge()
+    with BackgroundServer(judge, settings(token=TOKEN)) as srv:
+        schema = httpx.get(srv.url + "/openapi.json").json()
+        assert {"/v1/judge", "/v1/rewards", "/v1/chat/completions"} <= set(schema["paths"])
+        body = schema["paths"]["/v1/rewards"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        fields = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]["properties"]
+        assert {"prompt", "items", "groups", "mode", "group_size"} <= set(fields)
+        page = httpx.get(srv.url + "/docs")
+        assert page.status_code == 200 and "swagger" in page.text.lower()
+        assert httpx.get(srv.url + "/v1/models").status_code == 401  # the API itself still needs the token
+    with BackgroundServer(judge, settings(docs=False)) as srv:
+        assert (
+            httpx.get(srv.url + "/openapi.json").status_code == 404 and httpx.get(srv.url + "/docs").status_code == 404
+        )
