@@ -41,7 +41,7 @@ from mmreward.protocol import system_prompt, user_text
 from mmreward.remote import OpenAIGenerator as OpenAITeacher
 from mmreward.remote import RemoteSettings as TeacherSettings
 from mmreward.rollout import RolloutEngine
-from mmreward.runs import RunFolder, atomic_write_text, record_digest
+from mmreward.runs import RunFolder, atomic_write_text, engine_identity, record_digest
 from mmreward.settings import EngineSettings
 from mmreward.trajectory import Trajectory
 
@@ -121,7 +121,7 @@ def distill(
         "teacher": json.loads(tid) | ({"url": where} if where else {}),
         "crop_policy": getattr(teacher, "crop_policy", None),
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("engine", "limit", "chunk")},
-        "engine": _engine_identity(settings.engine),
+        "engine": engine_identity(settings.engine),
     }
     RunFolder(out, "data distill", identity, DISTILL_OUTPUTS).open(
         {r.id: record_digest(r) for r in usable}, force=force
@@ -209,7 +209,7 @@ def distill(
     manifest = {
         "teacher": json.loads(tid),
         "settings": {k: v for k, v in asdict(settings).items() if k != "engine"},
-        "engine": _engine_identity(settings.engine),
+        "engine": engine_identity(settings.engine),
         "summary": summary,
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
@@ -226,12 +226,3 @@ def distill(
 
 # What `data distill` writes into its folder (deleted by --force).
 DISTILL_OUTPUTS = ("cache.jsonl", "kept.jsonl", "rejected.jsonl", "failed.jsonl", "summary.json", "manifest.json")
-
-
-def _engine_identity(engine: EngineSettings) -> dict[str, Any]:
-    return {
-        "max_turns": engine.max_turns,
-        "budget": engine.budget.to_dict(),
-        "visual": repr(engine.visual),
-        "tools": repr(engine.tools),
-    }

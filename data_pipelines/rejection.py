@@ -31,7 +31,7 @@ from data_pipelines.labels import check_verdict
 from data_pipelines.records import PreferenceRecord, presented_orders, write_jsonl, write_records
 from mmreward.generators import Generator
 from mmreward.rollout import RolloutEngine
-from mmreward.runs import RunFolder, atomic_write_text, generator_identity, record_digest
+from mmreward.runs import RunFolder, atomic_write_text, engine_identity, generator_identity, record_digest
 from mmreward.settings import EngineSettings
 from mmreward.trajectory import Trajectory
 
@@ -93,12 +93,7 @@ def rejection_sample(
     identity = {
         **who,
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("limit", "chunk")},
-        "engine": {
-            "max_turns": engine_settings.max_turns,
-            "budget": engine_settings.budget.to_dict(),
-            "visual": repr(engine_settings.visual),
-            "tools": repr(engine_settings.tools),
-        },
+        "engine": engine_identity(engine_settings),
     }
     RunFolder(out, "data reject", identity, REJECT_OUTPUTS, info=info).open(
         {r.id: record_digest(r) for r in usable}, force=force

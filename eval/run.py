@@ -23,7 +23,7 @@ from data_pipelines.records import PreferenceRecord, presented_orders
 from eval.suites import Suite, load_suite
 from mmreward.generators import Generator
 from mmreward.rollout import RolloutEngine
-from mmreward.runs import RunFolder, atomic_write_text, generator_identity, record_digest
+from mmreward.runs import RunFolder, atomic_write_text, engine_identity, generator_identity, record_digest
 from mmreward.settings import EngineSettings
 from mmreward.trajectory import Trajectory
 
@@ -150,21 +150,17 @@ def run_suite(
             engine_settings = EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS)
     rank, world = shard()
     who, info = generator_identity(generator, model_path)
-    engine_id = {
-        "max_turns": engine_settings.max_turns,
-        "budget": engine_settings.budget.to_dict(),
-        "visual": repr(engine_settings.visual),
-        "tools": repr(engine_settings.tools),
-    }
     identity = {
         "suite": suite.name,
         **who,
         "settings": {k: v for k, v in settings.__dict__.items() if k not in ("limit", "chunk", "votes")},
-        "engine": engine_id,
+        "engine": engine_identity(engine_settings),
     }
     folder = RunFolder(out, "eval run", identity, RUN_OUTPUTS, info=info)
-    # Every process checks; the first one alone clears (--force) and records, so shards never race on the files.
-    folder.open({r.id: record_digest(r) for r in usable}, force=force and rank == 0, write=rank == 0)
+    # Every process checks and records (the same content, whichever lands first); under --force only the first
+    # clears, and the others do not check a folder it is about to clear.
+    if rank == 0 or not force:
+        folder.open({r.id: record_digest(r) for r in usable}, force=force)
     out.mkdir(parents=True, exist_ok=True)
     pred_path = out / ("predictions.jsonl" if world == 1 else f"predictions.rank{rank}.jsonl")
     done = {r["key"] for r in read_predictions(out / "predictions.jsonl")}

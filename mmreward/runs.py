@@ -70,7 +70,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to a temporary file beside ``path``, then rename it over: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: shards may write the same file
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
@@ -199,6 +199,16 @@ def refuse_overwrite(output: str | os.PathLike, inputs: Iterable[str | os.PathLi
                 f"{flag} {output}: that is the input ({i}); writing it would replace the data it is made from. "
                 f"Give {flag} another path"
             )
+
+
+def engine_identity(engine: Any) -> dict[str, Any]:
+    """The rollout settings that change what a judge produces (turns, tool budget, visual and tool settings)."""
+    return {
+        "max_turns": engine.max_turns,
+        "budget": engine.budget.to_dict(),
+        "visual": repr(engine.visual),
+        "tools": repr(engine.tools),
+    }
 
 
 def generator_identity(generator: Any, model_path: str | os.PathLike | None = None) -> tuple[dict, dict]:
