@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def register(sub) -> dict:
-    from mmreward.cli import add_model_options  # noqa: PLC0415
+    from mmreward.cli import add_model_options, add_reuse_cache_option  # noqa: PLC0415
 
     p = sub.add_parser(
         "data",
@@ -140,12 +140,7 @@ def register(sub) -> dict:
     j.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
     j.add_argument("--max-new-tokens", type=int, default=224, help="per assistant turn")
     j.add_argument("--batch-size", type=int, default=16, help="trajectories generated together")
-    j.add_argument(
-        "--reuse-cache",
-        action="store_true",
-        help="keep each trajectory's KV cache between tool turns, batched: a turn encodes only what it appended "
-        "(same tokens; about 1.4x the judgments/s on tool-turn work, scripts/bench/bench_server.py)",
-    )
+    add_reuse_cache_option(j)
     j.add_argument("--tools", choices=["on", "off"], default="on", help="let the model crop and select frames")
     j.add_argument("--max-accept", type=int, default=2, help="accepted trajectories per item")
     j.add_argument("--keep-always-right", action="store_true", help="keep items right in all K samples in the pool")

@@ -41,8 +41,8 @@ from mmreward.protocol import system_prompt, user_text
 from mmreward.remote import OpenAIGenerator as OpenAITeacher
 from mmreward.remote import RemoteSettings as TeacherSettings
 from mmreward.rollout import RolloutEngine
-from mmreward.runs import RunFolder, atomic_write_text, engine_identity, record_digest
-from mmreward.settings import EngineSettings
+from mmreward.runs import RunFolder, atomic_write_text, record_digest
+from mmreward.settings import EngineSettings, settings_to_dict
 from mmreward.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def distill(
         "teacher": json.loads(tid) | ({"url": where} if where else {}),
         "crop_policy": getattr(teacher, "crop_policy", None),
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("engine", "limit", "chunk")},
-        "engine": engine_identity(settings.engine),
+        "engine": settings_to_dict(settings.engine),
     }
     RunFolder(out, "data distill", identity, DISTILL_OUTPUTS).open(
         {r.id: record_digest(r) for r in usable}, force=force
@@ -209,7 +209,7 @@ def distill(
     manifest = {
         "teacher": json.loads(tid),
         "settings": {k: v for k, v in asdict(settings).items() if k != "engine"},
-        "engine": engine_identity(settings.engine),
+        "engine": settings_to_dict(settings.engine),
         "summary": summary,
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))

@@ -31,8 +31,8 @@ from data_pipelines.labels import check_verdict
 from data_pipelines.records import PreferenceRecord, presented_orders, write_jsonl, write_records
 from mmreward.generators import Generator
 from mmreward.rollout import RolloutEngine
-from mmreward.runs import RunFolder, atomic_write_text, engine_identity, generator_identity, record_digest
-from mmreward.settings import EngineSettings
+from mmreward.runs import RunFolder, atomic_write_text, generator_identity, record_digest
+from mmreward.settings import EngineSettings, settings_to_dict
 from mmreward.trajectory import Trajectory
 
 
@@ -93,7 +93,7 @@ def rejection_sample(
     identity = {
         **who,
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("limit", "chunk")},
-        "engine": engine_identity(engine_settings),
+        "engine": settings_to_dict(engine_settings),
     }
     RunFolder(out, "data reject", identity, REJECT_OUTPUTS, info=info).open(
         {r.id: record_digest(r) for r in usable}, force=force

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def register(sub) -> dict:
     from eval.suites import SUITES  # noqa: PLC0415
-    from mmreward.cli import add_model_options  # noqa: PLC0415
+    from mmreward.cli import add_model_options, add_reuse_cache_option  # noqa: PLC0415
 
     p = sub.add_parser(
         "eval",
@@ -53,12 +53,7 @@ def register(sub) -> dict:
     )
     r.add_argument("--max-new-tokens", type=int, default=256, help="per assistant turn")
     r.add_argument("--batch-size", type=int, default=8, help="trajectories generated together")
-    r.add_argument(
-        "--reuse-cache",
-        action="store_true",
-        help="keep each trajectory's KV cache between tool turns, batched: a turn encodes only what it appended "
-        "(same tokens; about 1.4x the judgments/s on tool-turn work, scripts/bench/bench_server.py)",
-    )
+    add_reuse_cache_option(r)
     add_model_options(r)
     r.add_argument("--force", action="store_true", help="delete another run's work in --out and start over")
     s = esub.add_parser(

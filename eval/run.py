@@ -23,8 +23,8 @@ from data_pipelines.records import PreferenceRecord, presented_orders
 from eval.suites import Suite, load_suite
 from mmreward.generators import Generator
 from mmreward.rollout import RolloutEngine
-from mmreward.runs import RunFolder, atomic_write_text, engine_identity, generator_identity, record_digest
-from mmreward.settings import EngineSettings
+from mmreward.runs import RunFolder, atomic_write_text, generator_identity, record_digest
+from mmreward.settings import EngineSettings, settings_to_dict
 from mmreward.trajectory import Trajectory
 
 
@@ -154,7 +154,7 @@ def run_suite(
         "suite": suite.name,
         **who,
         "settings": {k: v for k, v in settings.__dict__.items() if k not in ("limit", "chunk", "votes")},
-        "engine": engine_identity(engine_settings),
+        "engine": settings_to_dict(engine_settings),
     }
     folder = RunFolder(out, "eval run", identity, RUN_OUTPUTS, info=info)
     # Every process checks and records (the same content, whichever lands first); under --force only the first

@@ -85,6 +85,16 @@ def check_model_dir(path: str | None, flag: str = "--model") -> None:
         )
 
 
+def add_reuse_cache_option(p: argparse.ArgumentParser) -> None:
+    """``--reuse-cache`` for the commands that judge with a local checkpoint (serve has it on by default)."""
+    p.add_argument(
+        "--reuse-cache",
+        action="store_true",
+        help="keep each trajectory's KV cache between tool turns, batched: a turn encodes only what it appended "
+        "(same tokens; about 1.4x the judgments/s on tool-turn work, scripts/bench/bench_server.py)",
+    )
+
+
 def model_settings(args: argparse.Namespace):
     """The :class:`ModelSettings` of :func:`add_model_options`' flags, checked here so a wrong value is refused in
     the CLI's spelling before any model is loaded."""
@@ -231,11 +241,7 @@ def _add_judge(sub) -> None:
         "--overview-frames", type=int, default=None, help="default: the checkpoint's recorded settings, else 8"
     )
     add_model_options(p)
-    p.add_argument(
-        "--reuse-cache",
-        action="store_true",
-        help="keep the KV cache between tool turns and encode only what each turn appends (batched too)",
-    )
+    add_reuse_cache_option(p)
     p.add_argument("--json", action="store_true", help="print the judgment with its trajectory records as JSON")
 
 

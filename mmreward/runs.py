@@ -201,16 +201,6 @@ def refuse_overwrite(output: str | os.PathLike, inputs: Iterable[str | os.PathLi
             )
 
 
-def engine_identity(engine: Any) -> dict[str, Any]:
-    """The rollout settings that change what a judge produces (turns, tool budget, visual and tool settings)."""
-    return {
-        "max_turns": engine.max_turns,
-        "budget": engine.budget.to_dict(),
-        "visual": repr(engine.visual),
-        "tools": repr(engine.tools),
-    }
-
-
 def generator_identity(generator: Any, model_path: str | os.PathLike | None = None) -> tuple[dict, dict]:
     """(identity, info) of whoever generates a run's trajectories: a checkpoint's content hash (from
     ``model_path`` or the loaded model's own path) and its sampling settings, or a remote/rule-based generator's
