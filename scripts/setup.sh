@@ -24,11 +24,40 @@ if [ "$STACK" = gpu ] && ! command -v nvcc >/dev/null 2>&1; then
   echo "[setup] --gpu builds flash-attn and DeepSpeed with nvcc, which is not on PATH: run it on a CUDA machine" >&2
   exit 2
 fi
+fresh_venv=0
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
   "$PYTHON" -m venv "$VENV"
+  fresh_venv=1
 fi
 PY="$VENV/bin/python"
+
+# SEED_VENV=<venv>: start a new venv from another's packages through hard links, so a second venv (CI's gpu-test run)
+# costs no second copy of the 4.5 GB torch/CUDA stack. pip unlinks before it writes, so neither venv can change the
+# other; whatever differs from this stack's pins is then replaced below as usual.
+if [ "$fresh_venv" = 1 ] && [ -n "${SEED_VENV:-}" ] && [ -x "$SEED_VENV/bin/python" ]; then
+  site() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+  src_site="$(site "$SEED_VENV/bin/python")"
+  dst_site="$(site "$PY")"
+  # The new venv's own pip and setuptools make way for the seed's (newer) ones.
+  rm -rf "${dst_site:?}"/*
+  if cp -al "$src_site/." "$dst_site/"; then
+    # Console scripts name their interpreter in the first line: point the copies at this venv's.
+    src_py="$(cd "$SEED_VENV/bin" && pwd)/python"
+    for script in "$SEED_VENV"/bin/*; do
+      name="$(basename "$script")"
+      [ -f "$script" ] && [ ! -e "$VENV/bin/$name" ] || continue
+      if [ "$(head -c 2 "$script")" = "#!" ] && head -1 "$script" | grep -qE "^#!${src_py}[0-9.]*\$"; then
+        { echo "#!$VENV/bin/python"; tail -n +2 "$script"; } > "$VENV/bin/$name"
+        chmod +x "$VENV/bin/$name"
+      fi
+    done
+    echo "[setup] seeded $VENV from $SEED_VENV (hard links)"
+  else
+    echo "[setup] could not hard-link $SEED_VENV into $VENV (another filesystem?): installing everything"
+    "$PYTHON" -m venv --clear "$VENV"
+  fi
+fi
 
 stamp_file="$VENV/.mmreward-install-stamp"
 stamp="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup.sh" "$CONSTRAINTS" | sha256sum | cut -d' ' -f1)-$STACK-$EXTRAS"

@@ -8,7 +8,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-STACK=gpu-test VENV=.venv-gpustack "$ROOT/scripts/setup.sh"
+# Seeded from .venv when it exists: the same torch through hard links, not a second 4.5 GB copy.
+SEED_VENV="${SEED_VENV:-$ROOT/.venv}" STACK=gpu-test VENV=.venv-gpustack "$ROOT/scripts/setup.sh"
 PY="$ROOT/.venv-gpustack/bin/python"
 
 echo "[gpu-stack] resolving constraints/gpu.txt (pip --dry-run)"
