@@ -72,3 +72,17 @@ def first_choices(verdicts: Iterable[dict | None]) -> list[bool]:
     the candidate shown first. Their share is the position bias: about 0.5 for a judge that reads the content of
     randomly ordered pairs, near 0 or 1 for one that answers by position."""
     return [v["winner"] == 0 for v in verdicts if v and v["kind"] != "pointwise" and v["winner"] is not None]
+
+
+def label_text(record: PreferenceRecord) -> str:
+    """The label in words, in candidate terms (1-based), as people read it in reports and the viewer."""
+    if record.task == "pointwise":
+        return f"score {record.score:g}" if record.score is not None else "no score"
+    parts = []
+    if record.tie:
+        parts.append("tie")
+    elif record.preferred is not None:
+        parts.append(f"candidate {record.preferred + 1} better")
+    for dim, want in sorted(record.dimension_labels.items()):
+        parts.append(f"{dim}: " + ("tie" if want is None else f"candidate {int(want) + 1}"))
+    return "; ".join(parts) or "unlabelled"

@@ -17,6 +17,7 @@ def register(sub) -> dict:
         help="evaluate judges: run a suite, score predictions, compare runs",
         description="Suites: " + "; ".join(f"{k} ({v.description})" for k, v in SUITES.items()),
     )
+    _add_view(sub)
     esub = p.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND")
     esub.required = True
     r = esub.add_parser(
@@ -83,7 +84,7 @@ def register(sub) -> dict:
     c.add_argument("a", help="a run folder (or its metrics.json)")
     c.add_argument("b", help="another run folder (or its metrics.json)")
     esub.add_parser("suites", help="list the suites", description="List the suites with what each holds and scores.")
-    return {"eval": run}
+    return {"eval": run, "view": _view}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -253,4 +254,58 @@ def _compare(args) -> int:
             raise InputError(f"{f}:{exc.lineno}: not valid JSON ({exc.msg})") from None
 
     print(compare(load(args.a), load(args.b)))
+    return 0
+
+
+def _add_view(sub) -> None:
+    v = sub.add_parser(
+        "view",
+        help="a static HTML site of what a judge did: every turn, crop box, selected frame and verdict",
+        description="Build a self-contained HTML site (opens offline in any browser) from an eval run, a distillation "
+        "or rejection-sampling folder, a GRPO output folder (completions/), a folder holding several of these (each "
+        "becomes a stage), or a trajectories .jsonl file. The index has a summary (accuracy by category and stage, "
+        "tool-call rate) and filters (category, right/wrong, needs-tool, parse failure, stop reason, orders that "
+        "disagree); each item's page shows its presented orders side by side.",
+    )
+    v.add_argument("path", metavar="PATH", help="what to show (see above)")
+    v.add_argument("--out", required=True, help="folder for the site (index.html, items/, thumbs/)")
+    v.add_argument(
+        "--records",
+        action="append",
+        default=[],
+        help="records file(s) for labels and categories of distillation and rejection folders (eval runs carry "
+        "their own); repeatable",
+    )
+    v.add_argument("--media-root", help="folder the trajectories' media paths are relative to, if not the cwd")
+    v.add_argument("--limit", type=int, help="show only the first N items")
+
+
+def _view(args) -> int:
+    from eval.view import build_site, load_items, read_record_files  # noqa: PLC0415
+    from mmreward.errors import InputError, RunFailure  # noqa: PLC0415
+
+    out = Path(args.out)
+    if out.is_file():
+        raise InputError(f"--out {out} is a file; give a folder for the site")
+    if out.is_dir() and any(out.iterdir()) and not (out / "view.json").is_file():
+        raise InputError(f"--out {out} holds other files; give an empty or new folder (or an earlier view's)")
+    items = load_items(args.path, read_record_files(args.records))
+    if args.limit is not None:
+        keep = list(dict.fromkeys((i.stage, i.group) for i in items))[: args.limit]
+        items = [i for i in items if (i.stage, i.group) in set(keep)]
+    if not items:
+        raise RunFailure(f"{args.path}: no trajectories in it yet")
+    for old in (out / "items").glob("*.html") if (out / "items").is_dir() else []:
+        old.unlink()  # pages of an earlier, larger view
+    result = build_site(items, out, args.media_root, progress=True)
+    (out / "view.json").write_text(json.dumps(result, indent=2))
+    s = result["summary"]
+    acc = s["overall"]["accuracy"]
+    print(
+        f"{result['pages']} items ({s['trajectories']} trajectories); accuracy "
+        f"{'-' if acc is None else f'{acc:.3f}'}; tool-call rate {s['tool_call_rate']:.3f}; thumbnails "
+        f"{result['thumbnails_made']} new, {result['thumbnails_reused']} reused"
+        + (f"; {result['without_media']} without media (try --media-root)" if result["without_media"] else "")
+    )
+    print(f"open {out / 'index.html'}")
     return 0

@@ -1,7 +1,9 @@
 """``mmreward eval run``: judge a suite with a checkpoint and write predictions, resumably.
 
 Each (item, vote, presented order) is one prediction row in ``out/predictions.jsonl``: the item key, the order,
-the raw final output, the parsed verdict or the parse failure, the tool trace summary, tokens and latency.
+the raw final output, the parsed verdict or the parse failure, the tool trace summary, tokens and latency. The
+whole trajectory (every turn, tool call and observation reference) goes to ``out/trajectories.jsonl`` for
+``mmreward view``.
 Finished rows are skipped on a re-run. Items without media on disk are skipped and counted. Under
 ``accelerate launch`` (or ``torchrun``) each process takes every ``WORLD_SIZE``-th job and writes its own
 ``predictions.rank<N>.jsonl``; scoring reads them all. Scoring follows
@@ -17,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_pipelines.batch import Job, append_jsonl, run_jobs
-from data_pipelines.labels import check_verdict
+from data_pipelines.batch import Job, append_jsonl, needs_tool, run_jobs
+from data_pipelines.labels import check_verdict, label_text
 from data_pipelines.records import PreferenceRecord, presented_orders
 from eval.suites import Suite, load_suite
 from mmreward.generators import Generator
@@ -91,6 +93,22 @@ def prediction_row(key: str, record: PreferenceRecord, vote: int, t: Trajectory,
     else:
         row["correct"] = check_verdict(record, t).correct
     return row
+
+
+def trajectory_row(job: Job, row: dict[str, Any], t: Trajectory) -> dict[str, Any]:
+    """One judged item for ``trajectories.jsonl``: the trajectory with its label, category and result."""
+    rec = job.record
+    return {
+        "key": row["key"],
+        "record_id": rec.id,
+        "vote": row["vote"],
+        "category": rec.category,
+        "needs_tool": needs_tool(rec),
+        "label": label_text(rec),
+        "correct": row["correct"] if "candidate" not in row else None,
+        "candidate": row.get("candidate"),
+        "trajectory": t.to_dict(),
+    }
 
 
 def shard() -> tuple[int, int]:
@@ -180,8 +198,13 @@ def run_suite(
     # after filtering would let processes that start at different moments disagree on the shares).
     jobs = [j for j in jobs[rank::world] if j.key not in done]
 
+    traj_path = out / pred_path.name.replace("predictions", "trajectories")
+
     def write(pairs: list[tuple[Job, Trajectory]]) -> None:
         rows = [prediction_row(j.key, j.record, j.info["vote"], t, j.info.get("candidate")) for j, t in pairs]
+        # Whole trajectories first (reasoning, tool calls, verdicts: what `mmreward view` shows), then the
+        # predictions, whose presence marks a job done.
+        append_jsonl(traj_path, [trajectory_row(j, row, t) for (j, t), row in zip(pairs, rows)])
         append_jsonl(pred_path, rows)
 
     def accuracy(results: list[tuple[Job, Trajectory]]) -> dict[str, str]:
@@ -214,4 +237,4 @@ def run_suite(
 
 
 # What `eval run` writes into its folder (deleted by --force).
-RUN_OUTPUTS = ("predictions*.jsonl", "run*.json", "metrics.json", "report.md", "accuracy.png")
+RUN_OUTPUTS = ("predictions*.jsonl", "trajectories*.jsonl", "run*.json", "metrics.json", "report.md", "accuracy.png")

@@ -136,7 +136,7 @@ def test_prompt_and_post_tool_context_match_the_engine(world, tiny_model_dir, tm
 
 
 def test_grpo_steps_with_tool_calls_mask_tool_tokens_and_learn(world, tiny_model_dir, tmp_path):
-    script, cfg, model_args = parse(grpo_args(world, tiny_model_dir, tmp_path / "g"))
+    script, cfg, model_args = parse(grpo_args(world, tiny_model_dir, tmp_path / "g", "--log_completions", "true"))
     trainer, processor, _, _ = build_trainer(script, cfg, model_args)
     install(trainer, seed=1)
     seen = []
@@ -181,6 +181,23 @@ def test_grpo_steps_with_tool_calls_mask_tool_tokens_and_learn(world, tiny_model
         masked = float(original(trainer.model, inputs))
         unmasked = float(original(trainer.model, {**inputs, "tool_mask": torch.ones_like(inputs["tool_mask"])}))
     assert masked != pytest.approx(unmasked)
+
+    # TRL's completions table carries each rollout as a whole trajectory, which `mmreward view` replays: the
+    # crops the environment made are rebuilt from the record's media, and the verdict is checked against the label.
+    from eval.view import load_items
+    from mmreward.trajectory import materialize
+
+    items = load_items(tmp_path / "g")
+    tables = sorted((tmp_path / "g" / "completions").glob("*.parquet"))
+    assert len(tables) == 2 and len(items) == 2 * 4 and {i.stage for i in items} == {"g"}  # 2 steps of 4 rollouts
+    with_calls = [i for i in items if any(c["ok"] for c in i.traj.tool_trace)]
+    assert with_calls and all(i.correct is not None and i.label for i in items)
+    for item in with_calls:
+        ctx = materialize(item.traj)
+        for call in item.traj.tool_trace:
+            assert all(name in ctx.images for name in call["observations"])
+        roles = [m["role"] for m in item.traj.messages]
+        assert roles[:2] == ["system", "user"] and "tool" in roles and roles.count("assistant") == item.traj.num_turns
 
 
 def test_stable_reinforce_drops_outliers_and_clamps_the_log_ratio(world, tiny_model_dir, tmp_path):

@@ -49,8 +49,8 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser
 
 from data_pipelines.records import PreferenceRecord, presented_orders, read_records
 from mmreward.generators import vision_token_ids
-from mmreward.protocol import build_conversation, image_budget_for, resolve_images
-from mmreward.settings import EngineSettings
+from mmreward.protocol import build_conversation, image_budget_for, resolve_images, tool_message
+from mmreward.settings import EngineSettings, settings_to_dict
 from mmreward.tools import Budget, Tool, ToolContext, ToolRegistry, default_registry
 from train.arguments import EvalArguments, settings_overrides
 from train.rewards import RewardSettings, make_reward_funcs
@@ -170,6 +170,12 @@ def environment_class(
         def __init__(self) -> None:
             self.ctx: ToolContext | None = None
             self.trace: list[dict[str, Any]] = []
+            # What the rollout's trajectory record needs (train.rewards.rollout_trajectory): the task as judged,
+            # the prompt messages and each tool message, by reference, as the engine writes them.
+            self.task: dict[str, Any] = {}
+            self.messages: list[dict[str, Any]] = []
+            self.tool_messages: list[dict[str, Any]] = []
+            self.settings = settings_to_dict(settings)
 
         def reset(self, record: str, order: list[int], media_root: str | None = None, **_) -> None:
             rec = PreferenceRecord.from_dict(json.loads(record)).resolved(media_root or root)
@@ -182,6 +188,7 @@ def environment_class(
                 budget=settings.budget,
             )
             self.ctx, self.trace = conv.context, []
+            self.task, self.messages, self.tool_messages = rec.to_task().to_dict(), conv.messages, []
             return None  # the prompt is the dataset row's (built by the same function)
 
         def _call(self, name: str, arguments: dict[str, Any]) -> list[dict[str, Any]]:
@@ -189,6 +196,7 @@ def environment_class(
                 raise RuntimeError("reset() was not called")
             result = registry.call(self.ctx, name, arguments)
             self.trace.append(result.trace())
+            self.tool_messages.append(tool_message(result.text, [n for n, _ in result.images]))
             # The engine's tool message: observation images first, then the text (see protocol.tool_message).
             parts: list[dict[str, Any]] = []
             for obs_name, image in result.images:
@@ -315,6 +323,17 @@ class JudgeGRPOTrainer(ServerRounds, AtomicCheckpoints, GRPOTrainer):
         self.step_times["generate_and_score"] += time.perf_counter() - start
         return out
 
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # TRL writes its completions table with pandas/pyarrow, which cannot store a column whose messages hold a
+        # string content in one row and a list of parts in another (a tool rollout has both), nor tool arguments of
+        # different shapes: every content becomes a list of parts and tool arguments a JSON string, as OpenAI sends.
+        if self.log_completions:
+            for key in ("prompt", "completion"):
+                rows = [tabular_messages(m) for m in self._logs[key]]
+                self._logs[key].clear()
+                self._logs[key].extend(rows)
+        super().log(logs, start_time)
+
     def _compute_loss(self, model, inputs):
         old = inputs.get("old_per_token_logps")
         if self.log_ratio_clamp is None or old is None:
@@ -329,6 +348,28 @@ class JudgeGRPOTrainer(ServerRounds, AtomicCheckpoints, GRPOTrainer):
         spent = time.perf_counter() - start - (self.step_times["generate_and_score"] - before)
         self.step_times["optimise"] += spent
         return loss
+
+
+def tabular_messages(messages: Any) -> Any:
+    """A conversation in one shape per field (see ``JudgeGRPOTrainer.log``); anything but a list is left alone."""
+    if not isinstance(messages, list):
+        return messages
+    out = []
+    for m in messages:
+        m = dict(m)
+        if isinstance(m.get("content"), str):
+            m["content"] = [{"type": "text", "text": m["content"]}]
+        if m.get("tool_calls"):
+            calls = []
+            for c in m["tool_calls"]:
+                c = json.loads(json.dumps(c, default=str))
+                fn = c.get("function") or {}
+                if "arguments" in fn and not isinstance(fn["arguments"], str):
+                    fn["arguments"] = json.dumps(fn["arguments"], ensure_ascii=False)
+                calls.append(c)
+            m["tool_calls"] = calls
+        out.append(m)
+    return out
 
 
 def drop_outlier_advantages(adv: torch.Tensor, sigma: float) -> tuple[torch.Tensor, float]:

@@ -27,10 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from data_pipelines.labels import SCORE_TOLERANCE, check_verdict
+from data_pipelines.batch import needs_tool
+from data_pipelines.labels import SCORE_TOLERANCE, check_verdict, label_text
 from data_pipelines.records import PreferenceRecord
 from mmreward.judge import candidate_verdict
-from mmreward.protocol import parse_turn
+from mmreward.protocol import assistant_message, parse_turn
 from mmreward.trajectory import Trajectory
 from mmreward.verdict import ParseFailure, parse_verdict
 
@@ -51,6 +52,7 @@ class Rollout:
     record: PreferenceRecord
     order: list[int]
     tool_trace: list[dict[str, Any]] = field(default_factory=list)  # the environment's: name, ok, error, ...
+    environment: Any = None  # the rollout's JudgeEnvironment (its prompt and tool messages), when TRL passes it
     completion_tokens: int = 0
     truncated: bool = False  # the completion hit max_completion_length
 
@@ -173,12 +175,48 @@ class RolloutBuilder:
                     record=rec,
                     order=list(order[i]),
                     tool_trace=trace,
+                    environment=env,
                     completion_tokens=int(getattr(env, "generated_tokens", 0) or len(ids)),
                     truncated=bool(ids) and ids[-1] not in end_ids,
                 )
             )
         self._key, self._rollouts = key, rollouts
         return rollouts
+
+
+def rollout_trajectory(r: Rollout, settings: RewardSettings) -> dict[str, Any]:
+    """One rollout as the other stages store a judgment: a whole :class:`Trajectory` (prompt, turns, tool messages
+    by reference, tool trace, verdict) with its label and result, for TRL's completions table and ``mmreward view``."""
+    env = r.environment
+    traj = r.trajectory(settings.verdict_mode)
+    traj.id = f"{r.record.id}|{''.join(map(str, r.order))}"
+    if env is not None and env.messages:
+        traj.task = env.task
+        traj.settings = env.settings
+        messages = list(env.messages)
+        tool_messages = iter(env.tool_messages)
+        for turn in r.turns:
+            messages.append(assistant_message(turn))
+            if "<tool_call>" in turn and "<answer>" not in turn:
+                nxt = next(tool_messages, None)
+                if nxt is not None:
+                    messages.append(nxt)
+        traj.messages = messages
+    else:
+        traj.messages = [assistant_message(t) for t in r.turns]
+    traj.tool_trace = list(r.tool_trace)
+    traj.num_turns = len(r.turns)
+    traj.completion_tokens = r.completion_tokens
+    traj.format_ok = strict_format(r)
+    traj.stop_reason = "answer" if traj.verdict else ("max_tokens" if r.truncated else "parse_failure")
+    return {
+        "record_id": r.record.id,
+        "category": r.record.category,
+        "label": label_text(r.record),
+        "needs_tool": needs_tool(r.record),
+        "correct": check_verdict(r.record, traj).correct,
+        "trajectory": traj.to_dict(),
+    }
 
 
 def make_reward_funcs(names: list[str], tokenizer, settings: RewardSettings | None = None) -> list[Callable]:
@@ -189,11 +227,17 @@ def make_reward_funcs(names: list[str], tokenizer, settings: RewardSettings | No
         raise ValueError(f"unknown reward(s) {unknown}; choose from {sorted(REWARDS)}")
     builder = RolloutBuilder(tokenizer)
     funcs = []
-    for name in names:
+    for i, name in enumerate(names):
         fn = REWARDS[name]
 
-        def reward(prompts, completions, completion_ids, record, order, environments=None, _fn=fn, **_):
+        def reward(
+            prompts, completions, completion_ids, record, order, environments=None, log_extra=None, _fn=fn, _i=i, **_
+        ):
             rollouts = builder(completion_ids, record, order, environments)
+            if _i == 0 and log_extra is not None:
+                # One column of whole trajectories in TRL's completions table (log_completions: true).
+                entries = [rollout_trajectory(r, settings) | {"rewards": names} for r in rollouts]
+                log_extra("trajectory", [json.dumps(e, ensure_ascii=False) for e in entries])
             return [float(_fn(r, settings)) for r in rollouts]
 
         reward.__name__ = name
