@@ -83,12 +83,36 @@ def register(sub) -> dict:
     )
     c.add_argument("a", help="a run folder (or its metrics.json)")
     c.add_argument("b", help="another run folder (or its metrics.json)")
+    pr = esub.add_parser(
+        "probe",
+        help="reward-hacking probes: perturbations a sound judge must not prefer (robustness table)",
+        description="Judge pairs in which one candidate is perturbed in a way a sound judge must not reward: the "
+        "prompt's words written into the worse image, over-saturation and over-sharpening, another prompt's image, a "
+        "candidate against its own copy, a frozen or looped clip against a moving one, a longer or more confident "
+        "wrong answer. Every pair is judged in both orders. Writes probes.json and probes.md: per probe, the rate at "
+        "which the perturbed candidate wins, with a 95%% interval and the unperturbed baseline.",
+    )
+    pr.add_argument(
+        "--model", required=True, help="local checkpoint folder, or 'oracle' (the world's rule-based judge)"
+    )
+    pr.add_argument("--out", required=True, help="folder for probes.json, probes.md and the perturbed media")
+    pr.add_argument("--data", help="the synthetic world folder (its test split is the default source of pairs)")
+    pr.add_argument("--records", help="records file to draw pairs from instead (images, videos or answers with media)")
+    pr.add_argument("--suite", choices=list(SUITES), help="draw pairs from a suite instead (real benchmark pairs)")
+    pr.add_argument("--media-root", help="folder the records' media paths are relative to")
+    pr.add_argument("--limit", type=int, default=16, help="source pairs per probe")
+    pr.add_argument("--probes", nargs="+", help="which probes (default: all that the pairs allow)")
+    pr.add_argument("--tools", choices=["on", "off"], default="on", help="let the judge crop and select frames")
+    pr.add_argument("--max-new-tokens", type=int, default=256, help="per assistant turn")
+    pr.add_argument("--batch-size", type=int, default=8, help="trajectories generated together")
+    add_model_options(pr)
     esub.add_parser("suites", help="list the suites", description="List the suites with what each holds and scores.")
     return {"eval": run, "view": _view}
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"run": _run, "score": _score, "compare": _compare, "suites": _suites}[args.eval_command](args)
+    handlers = {"run": _run, "score": _score, "compare": _compare, "suites": _suites, "probe": _probe}
+    return handlers[args.eval_command](args)
 
 
 def _suites(args) -> int:
@@ -308,4 +332,69 @@ def _view(args) -> int:
         + (f"; {result['without_media']} without media (try --media-root)" if result["without_media"] else "")
     )
     print(f"open {out / 'index.html'}")
+    return 0
+
+
+def _probe(args) -> int:
+    from data_pipelines.records import read_records  # noqa: PLC0415
+    from eval.probe import PROBES, build_probes, run_probes, write_probe_report  # noqa: PLC0415
+    from eval.suites import get_suite, load_suite  # noqa: PLC0415
+    from mmreward.cli import check_model_dir, model_settings  # noqa: PLC0415
+    from mmreward.errors import InputError, RunFailure, flag_error  # noqa: PLC0415
+    from mmreward.settings import EngineSettings  # noqa: PLC0415
+
+    unknown = sorted(set(args.probes or []) - set(PROBES))
+    if unknown:
+        raise flag_error("--probes", " ".join(unknown), "unknown probe(s)", f"choose from {', '.join(PROBES)}")
+    if sum(x is not None for x in (args.data, args.records, args.suite)) != 1:
+        raise InputError("give exactly one source of pairs: --data WORLD, --records FILE or --suite NAME")
+    world = False
+    if args.suite:
+        suite = get_suite(args.suite)
+        records, root = load_suite(suite, None, None, args.media_root)
+        world = suite.world
+    else:
+        path = Path(args.records) if args.records else Path(args.data) / "test.jsonl"
+        if not path.is_file():
+            raise InputError(
+                f"{path}: no such records file" + ("" if args.records else " (is --data a world folder?)")
+            )
+        records, root = read_records(path), args.media_root or str(path.parent)
+        world = all(isinstance(r.metadata, dict) and "world" in r.metadata for r in records)
+    out = Path(args.out)
+    items = build_probes(records, root, out, args.limit, args.probes or PROBES)
+    if not items:
+        raise RunFailure("no pair to probe: the records need pairwise image, video or answer items with a label")
+    engine = EngineSettings()
+    visual = {}
+    if world:
+        from data_pipelines.synthetic.generate import WORLD_TOOLS, WORLD_VISUAL  # noqa: PLC0415
+
+        visual = {"visual": WORLD_VISUAL, "tools": WORLD_TOOLS}
+        engine = EngineSettings(**visual)
+    if args.model == "oracle":
+        from data_pipelines.synthetic.oracle import OracleTeacher  # noqa: PLC0415
+
+        if not world:
+            raise flag_error("--model", "oracle", "the oracle judges only the synthetic world's items", "use --data")
+        gen = OracleTeacher({i.record.id: i.record for i in items})
+        title = "oracle"
+    else:
+        from mmreward.generators import SamplingSettings, TransformersGenerator  # noqa: PLC0415
+        from mmreward.modeling import load_model  # noqa: PLC0415
+        from mmreward.settings import resolve_engine_settings  # noqa: PLC0415
+
+        check_model_dir(args.model)
+        model, processor = load_model(args.model, model_settings(args))
+        gen = TransformersGenerator(model, processor, SamplingSettings(max_new_tokens=args.max_new_tokens))
+        engine = resolve_engine_settings(args.model, processor, batch_size=args.batch_size, **visual)
+        title = str(args.model)
+    table = run_probes(gen, items, engine, tools=args.tools == "on", chunk=max(16, args.batch_size), progress=True)
+    paths = write_probe_report(table, out, title)
+    print(Path(paths["markdown"]).read_text())
+    failed = [p for p, row in table.items() if not row["passes"]]
+    print(
+        f"{len(table) - len(failed)} of {len(table)} probes passed"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
     return 0

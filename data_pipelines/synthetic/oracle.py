@@ -472,7 +472,7 @@ class OracleTeacher:
             else:  # a visual memory window dropped it; had it shown a glitch, the verdict would have come then
                 checked[video].add(int(index))
         canvas = world.get("canvas", 160)
-        found = {v: _glitches(movers, fr, canvas) for v, fr in frames.items()}
+        found = {v: _glitches(movers, fr, canvas, info.get(v)) for v, fr in frames.items()}
         bad = [v for v, g in found.items() if g]
         if len(bad) == 1:
             v = bad[0]
@@ -518,8 +518,11 @@ class OracleTeacher:
         )
 
 
-def _glitches(movers: list[dict[str, Any]], frames: dict[int, Image.Image], canvas: int) -> list[tuple[int, str]]:
-    """Frames where the clip breaks the prompt: a missing object, a wrong colour or shape, or a jump."""
+def _glitches(
+    movers: list[dict[str, Any]], frames: dict[int, Image.Image], canvas: int, n_frames: int | None = None
+) -> list[tuple[int, str]]:
+    """Frames where the clip breaks the prompt: a missing object, a wrong colour or shape, or a jump; and, given the
+    clip's length, an object that does not travel the way the prompt says (a frozen clip)."""
     out = []
     colours = {m["colour"]: m for m in movers}
     tracks: dict[str, list[tuple[int, float, float, float]]] = {m["colour"]: [] for m in movers}
@@ -555,6 +558,13 @@ def _glitches(movers: list[dict[str, Any]], frames: dict[int, Image.Image], canv
             for (i, *_), r in zip(pts, res):
                 if r > 1.2 * size:
                     out.append((i, f"the {colour} {colours[colour]['shape']} jumps off its path"))
+            m = colours[colour]
+            if n_frames and n_frames > 1:
+                # The prompt's motion: p0 to p1 over the clip. Covering less than half of it (or going the other
+                # way) is not what was asked for, however clean each frame is.
+                want = (m["p1"][axis - 1] - m["p0"][axis - 1]) / (n_frames - 1)
+                if abs(want) * (n_frames - 1) > 2 * size and s * want < 0.5 * want * want:
+                    out.append((pts[-1][0], f"the {colour} {m['shape']} does not move {m['direction']} as asked"))
     return sorted(set(out))
 
 
