@@ -52,6 +52,12 @@ def register(sub) -> dict:
         action="store_true",
         help="score each candidate 1-10 on its own; pairs are formed from score differences (scalar judge)",
     )
+    r.add_argument(
+        "--reward",
+        action="store_true",
+        help="also read the judge's continuous reward (P(better); the expected score with --pointwise): the report "
+        "gets a reliability diagram, the calibration error and the accuracy of abstaining below a confidence",
+    )
     r.add_argument("--max-new-tokens", type=int, default=256, help="per assistant turn")
     r.add_argument("--batch-size", type=int, default=8, help="trajectories generated together")
     add_reuse_cache_option(r)
@@ -159,6 +165,7 @@ def _run(args) -> int:
         limit=args.limit,
         chunk=max(16, args.batch_size),
         pointwise=args.pointwise,
+        reward=args.reward,
     )
     manifest = run_suite(
         suite,

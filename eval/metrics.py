@@ -278,9 +278,73 @@ def bootstrap_ci(values: Sequence[float], n: int = 1000, seed: int = 0, alpha: f
     return (means[int(alpha / 2 * n)], means[min(n - 1, int((1 - alpha / 2) * n))])
 
 
-def position_stats(first_is_better: Sequence[bool], agree_pairs: Sequence[bool]) -> dict[str, float | None]:
-    """Position bias (share of verdicts for the first shown candidate) and consistency (both orders agree)."""
+def position_stats(first_is_better: Sequence[bool], agree_pairs: Sequence[bool]) -> dict[str, Any]:
+    """Position bias (share of verdicts for the first shown candidate) and consistency (both orders agree), each
+    with its 95% bootstrap interval."""
+    first = [float(x) for x in first_is_better]
+    agree = [float(x) for x in agree_pairs]
     return {
-        "first_is_better": sum(first_is_better) / len(first_is_better) if first_is_better else None,
-        "consistency": sum(agree_pairs) / len(agree_pairs) if agree_pairs else None,
+        "first_is_better": sum(first) / len(first) if first else None,
+        "first_is_better_ci95": bootstrap_ci(first) if first else None,
+        "consistency": sum(agree) / len(agree) if agree else None,
+        "consistency_ci95": bootstrap_ci(agree) if agree else None,
+        "n_decided": len(first),
+        "n_order_pairs": len(agree),
+    }
+
+
+def calibration(p_first: Sequence[float], first_wins: Sequence[bool], bins: int = 5) -> dict[str, Any]:
+    """How far a continuous pairwise reward can be trusted as a probability.
+
+    ``p_first[i]`` is the judge's P(candidate 0 is better) and ``first_wins[i]`` the label. The judge's pick is the
+    likelier candidate and its confidence max(p, 1 - p), in [0.5, 1]. Returns the reliability table (equal-width
+    confidence bins: mean confidence against accuracy), the expected calibration error (bin-weighted mean gap), the
+    Brier score, and accuracy against coverage when the judge abstains below each confidence threshold."""
+    conf = [max(p, 1 - p) for p in p_first]
+    right = [float((p >= 0.5) == bool(w)) for p, w in zip(p_first, first_wins)]
+    n = len(conf)
+    table = []
+    for b in range(bins):
+        lo, hi = 0.5 + 0.5 * b / bins, 0.5 + 0.5 * (b + 1) / bins
+        idx = [i for i, c in enumerate(conf) if lo <= c < hi or (b == bins - 1 and c == hi)]
+        if idx:
+            table.append(
+                {
+                    "bin": [lo, hi],
+                    "n": len(idx),
+                    "confidence": sum(conf[i] for i in idx) / len(idx),
+                    "accuracy": sum(right[i] for i in idx) / len(idx),
+                }
+            )
+    ece = sum(t["n"] / n * abs(t["accuracy"] - t["confidence"]) for t in table) if n else None
+    curve = []
+    for t in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+        kept = [r for c, r in zip(conf, right) if c >= t]
+        curve.append(
+            {
+                "threshold": t,
+                "coverage": len(kept) / n if n else 0.0,
+                "accuracy": sum(kept) / len(kept) if kept else None,
+            }
+        )
+    return {
+        "n": n,
+        "accuracy": sum(right) / n if n else None,
+        "ece": ece,
+        "brier": sum((p - float(w)) ** 2 for p, w in zip(p_first, first_wins)) / n if n else None,
+        "reliability": table,
+        "abstention": curve,
+    }
+
+
+def rank_correlations(pred: Sequence[float], human: Sequence[float]) -> dict[str, Any]:
+    """Spearman and Kendall (tau-b) correlations of a judge's continuous reward with human scores."""
+    from scipy import stats  # noqa: PLC0415
+
+    if len(pred) < 3 or len(set(pred)) < 2 or len(set(human)) < 2:
+        return {"n": len(pred), "spearman": None, "kendall": None}
+    return {
+        "n": len(pred),
+        "spearman": float(stats.spearmanr(pred, human).statistic),
+        "kendall": float(stats.kendalltau(pred, human).statistic),
     }

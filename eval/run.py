@@ -24,6 +24,7 @@ from data_pipelines.labels import check_verdict, label_text
 from data_pipelines.records import PreferenceRecord, presented_orders
 from eval.suites import Suite, load_suite
 from mmreward.generators import Generator
+from mmreward.judge import verdict_reward
 from mmreward.rollout import RolloutEngine
 from mmreward.runs import RunFolder, atomic_write_text, generator_identity, record_digest
 from mmreward.settings import EngineSettings, settings_to_dict
@@ -39,6 +40,7 @@ class RunSettings:
     limit: int | None = None
     chunk: int = 16
     pointwise: bool = False  # score each candidate of a pairwise item on its own (a scalar judge)
+    reward: bool = False  # also read the continuous reward (P(better), expected score) for calibration
 
     def __post_init__(self) -> None:
         if self.swap not in ("none", "random", "both"):
@@ -199,9 +201,15 @@ def run_suite(
     jobs = [j for j in jobs[rank::world] if j.key not in done]
 
     traj_path = out / pred_path.name.replace("predictions", "trajectories")
+    engine = RolloutEngine(generator, settings=engine_settings)
+    if settings.reward and not hasattr(generator, "option_logprobs"):
+        raise ValueError("--reward needs a judge whose token probabilities can be read (a local checkpoint)")
 
     def write(pairs: list[tuple[Job, Trajectory]]) -> None:
         rows = [prediction_row(j.key, j.record, j.info["vote"], t, j.info.get("candidate")) for j, t in pairs]
+        if settings.reward:
+            for (j, t), row in zip(pairs, rows):
+                row["reward"] = verdict_reward(generator, t, j.task or j.record.to_task(), engine)
         # Whole trajectories first (reasoning, tool calls, verdicts: what `mmreward view` shows), then the
         # predictions, whose presence marks a job done.
         append_jsonl(traj_path, [trajectory_row(j, row, t) for (j, t), row in zip(pairs, rows)])
@@ -213,7 +221,7 @@ def run_suite(
 
     started = time.perf_counter()
     run_jobs(
-        RolloutEngine(generator, settings=engine_settings),
+        engine,
         jobs,
         tools_on=settings.tools,
         chunk=settings.chunk,
@@ -237,4 +245,13 @@ def run_suite(
 
 
 # What `eval run` writes into its folder (deleted by --force).
-RUN_OUTPUTS = ("predictions*.jsonl", "trajectories*.jsonl", "run*.json", "metrics.json", "report.md", "accuracy.png")
+RUN_OUTPUTS = (
+    "predictions*.jsonl",
+    "trajectories*.jsonl",
+    "run*.json",
+    "metrics.json",
+    "report.md",
+    "accuracy.png",
+    "calibration.png",
+    "position.png",
+)

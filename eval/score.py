@@ -245,6 +245,52 @@ def scalar_official(suite: Suite, pairs: list[dict[str, Any]], records: dict[str
     return {}
 
 
+def human_scores(record: PreferenceRecord) -> list[float] | None:
+    """Per-candidate human scores where a suite has them: ``metadata["human_scores"]``, or MJ-Bench-Video's
+    per-aspect overall scores (summed)."""
+    m = record.metadata if isinstance(record.metadata, dict) else {}
+    if isinstance(m.get("human_scores"), list):
+        return [float(x) for x in m["human_scores"]]
+    per = [m.get(f"video_{i}_overall_score") for i in range(len(record.candidates))]
+    if per and all(isinstance(d, dict) and d for d in per):
+        try:
+            return [float(sum(float(v) for v in d.values())) for d in per]
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def calibration_metrics(rows: list[dict[str, Any]], records: dict[str, PreferenceRecord]) -> dict[str, Any] | None:
+    """For rows with a continuous reward (``eval run --reward``): the pairwise reward's calibration, and its rank
+    correlation with human scores where the suite has them (pairs: P(better) against the score difference; scalar
+    judges: the expected score against each candidate's human score)."""
+    probs, wins, pred, human = [], [], [], []
+    for r in rows:
+        if r.get("reward") is None:
+            continue
+        rec = records[r["record_id"]]
+        h = human_scores(rec)
+        if "candidate" in r:
+            if h is not None:
+                pred.append(float(r["reward"]))
+                human.append(h[r["candidate"]])
+            continue
+        if rec.task == "pointwise":
+            continue
+        if rec.preferred is not None and not rec.tie:
+            probs.append(float(r["reward"]))
+            wins.append(rec.preferred == 0)
+        if h is not None and len(h) == 2:
+            pred.append(float(r["reward"]) - 0.5)
+            human.append(h[0] - h[1])
+    out: dict[str, Any] = {}
+    if probs:
+        out["pairwise"] = M.calibration(probs, wins)
+    if pred:
+        out["human_correlation"] = M.rank_correlations(pred, human)
+    return out or None
+
+
 def score_predictions(suite: Suite, rows: list[dict[str, Any]], records: list[PreferenceRecord]) -> dict[str, Any]:
     table = {r.id: r for r in records}
     rows = [r for r in rows if r["record_id"] in table]
@@ -252,17 +298,22 @@ def score_predictions(suite: Suite, rows: list[dict[str, Any]], records: list[Pr
         raise ValueError("no prediction matches a record of this suite; wrong --suite or --predictions?")
     if any("candidate" in r for r in rows):
         pairs = pair_rows([r for r in rows if "candidate" in r], table)
-        return {
+        out = {
             "suite": suite.name,
             "mode": "scalar (pointwise scores per candidate)",
             "ours": generic_metrics(pairs, table),
             "official": scalar_official(suite, pairs, table),
         }
-    return {
-        "suite": suite.name,
-        "ours": generic_metrics(rows, table),
-        "official": official_metrics(suite, rows, table),
-    }
+    else:
+        out = {
+            "suite": suite.name,
+            "ours": generic_metrics(rows, table),
+            "official": official_metrics(suite, rows, table),
+        }
+    cal = calibration_metrics(rows, table)
+    if cal:
+        out["calibration"] = cal
+    return out
 
 
 def score_native(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -358,6 +409,50 @@ def write_report(metrics: dict[str, Any], out: str | os.PathLike) -> dict[str, s
         lines += ["", "| category | n | accuracy | 95% CI |", "|---|---|---|---|"]
         for c, v in ours["by_category"].items():
             lines.append(f"| {c} | {v['n']} | {_fmt(v['accuracy'])} | {_fmt(v['ci95'])} |")
+    cal = metrics.get("calibration") or {}
+    if cal.get("pairwise"):
+        c = cal["pairwise"]
+        lines += [
+            "",
+            "## Calibration of the continuous reward (P(better))",
+            "",
+            f"Over {c['n']} judgments: accuracy of the likelier candidate {_fmt(c['accuracy'])}, expected calibration "
+            f"error {_fmt(c['ece'])}, Brier score {_fmt(c['brier'])}.",
+            "",
+            "| confidence bin | n | mean confidence | accuracy |",
+            "|---|---|---|---|",
+            *[
+                f"| {b['bin'][0]:.2f}-{b['bin'][1]:.2f} | {b['n']} | {b['confidence']:.3f} | {b['accuracy']:.3f} |"
+                for b in c["reliability"]
+            ],
+            "",
+            "Abstaining below a confidence threshold:",
+            "",
+            "| threshold | coverage | accuracy |",
+            "|---|---|---|",
+            *[f"| {a['threshold']:.2f} | {a['coverage']:.3f} | {_fmt(a['accuracy'])} |" for a in c["abstention"]],
+            "",
+            "![reliability and abstention](calibration.png)",
+        ]
+    if cal.get("human_correlation"):
+        h = cal["human_correlation"]
+        lines += [
+            "",
+            f"Rank correlation with human scores over {h['n']}: Spearman {_fmt(h['spearman'])}, "
+            f"Kendall {_fmt(h['kendall'])}.",
+        ]
+    if ours and ours.get("first_is_better") is not None:
+        lines += [
+            "",
+            "## Position",
+            "",
+            f"First-shown candidate preferred in {_fmt(ours['first_is_better'])} of {ours.get('n_decided', '?')} decided "
+            f"verdicts (95% CI {_fmt(ours.get('first_is_better_ci95'))}); both orders agree on "
+            f"{_fmt(ours.get('consistency'))} of {ours.get('n_order_pairs', '?')} items judged twice "
+            f"(95% CI {_fmt(ours.get('consistency_ci95'))}).",
+            "",
+            "![position bias and order consistency](position.png)",
+        ]
     if metrics.get("official"):
         lines += [
             "",
@@ -397,7 +492,70 @@ def write_report(metrics: dict[str, Any], out: str | os.PathLike) -> dict[str, s
         os.replace(out / ".accuracy.png.tmp", out / "accuracy.png")
         plt.close(fig)
         paths["plot"] = str(out / "accuracy.png")
+        if ours.get("first_is_better") is not None:
+            paths["position"] = _position_plot(ours, out / "position.png", plt)
+    if cal.get("pairwise"):
+        import matplotlib  # noqa: PLC0415
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+
+        paths["calibration"] = _calibration_plot(cal["pairwise"], out / "calibration.png", plt)
     return paths
+
+
+def _save(fig, path: Path, plt) -> str:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=90, format="png")
+    os.replace(tmp, path)
+    plt.close(fig)
+    return str(path)
+
+
+def _calibration_plot(c: dict[str, Any], path: Path, plt) -> str:
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot([0.5, 1], [0.5, 1], "k--", lw=1, label="perfectly calibrated")
+    conf = [t["confidence"] for t in c["reliability"]]
+    acc = [t["accuracy"] for t in c["reliability"]]
+    a.plot(conf, acc, "o-", label=f"judge (ECE {c['ece']:.3f})")
+    for x, y, t in zip(conf, acc, c["reliability"]):
+        a.annotate(str(t["n"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    a.set_xlim(0.5, 1)
+    a.set_ylim(0, 1)
+    a.set_xlabel("confidence (max of P, 1-P)")
+    a.set_ylabel("accuracy")
+    a.set_title("reliability")
+    a.legend(fontsize=8)
+    pts = [t for t in c["abstention"] if t["accuracy"] is not None]
+    b.plot([t["coverage"] for t in pts], [t["accuracy"] for t in pts], "o-")
+    for t in pts:
+        b.annotate(f"{t['threshold']:.2f}", (t["coverage"], t["accuracy"]), textcoords="offset points",
+                   xytext=(4, -10), fontsize=7)  # fmt: skip
+    b.set_xlim(0, 1.05)
+    b.set_ylim(0, 1)
+    b.set_xlabel("coverage (share judged)")
+    b.set_ylabel("accuracy")
+    b.set_title("abstaining below a confidence threshold")
+    return _save(fig, path, plt)
+
+
+def _position_plot(o: dict[str, Any], path: Path, plt) -> str:
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    names, vals, lo, hi = [], [], [], []
+    for key, label in (("first_is_better", "first shown preferred"), ("consistency", "orders agree")):
+        if o.get(key) is None:
+            continue
+        ci = o.get(f"{key}_ci95") or (o[key], o[key])
+        names.append(label)
+        vals.append(o[key])
+        lo.append(o[key] - ci[0])
+        hi.append(ci[1] - o[key])
+    ax.bar(names, vals, yerr=[lo, hi], capsize=4, color=["#7a9cd6", "#7ac68b"][: len(names)])
+    ax.axhline(0.5, color="k", lw=0.8, ls="--")
+    ax.set_ylim(0, 1)
+    ax.set_title("position bias and order consistency (95% CI)")
+    return _save(fig, path, plt)
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> str:

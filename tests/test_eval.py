@@ -353,3 +353,43 @@ def test_scalar_judge_pairs_from_scores(world, tmp_path):
     pairs = pair_rows(rows, table)
     mj = scalar_official(get_suite("mj_bench_alignment"), pairs, table)["mjbench_threshold_0"]
     assert mj["w_tie"] == 1.0 and mj["wo_tie"] == 1.0
+
+
+def test_calibration_of_a_continuous_reward_in_the_report(world, tmp_path):
+    """`eval run --reward` stores each judgment's P(candidate 0 is better); the report gets the reliability table,
+    ECE, abstention curve and plots. A judge that always puts 0.8 on the candidate shown first, judged in both
+    orders, is right half the time at confidence 0.8: ECE 0.3 exactly."""
+    from pathlib import Path
+
+    from data_pipelines.records import read_records
+    from data_pipelines.synthetic.oracle import OracleTeacher
+    from eval.run import RunSettings, read_predictions, run_suite
+    from eval.score import score_predictions, write_report
+    from eval.suites import get_suite, load_suite
+
+    class FirstShownAtPoint8(OracleTeacher):
+        def option_logprobs(self, messages, images, tools, prefix, options):
+            if options != [" 1", " 2"]:  # a pointwise item's score: uniform over 1-10
+                return [0.0] * len(options)
+            return [math.log(0.8), math.log(0.2)]
+
+    suite = get_suite("synthetic_test")
+    records = read_records(world / "test.jsonl")
+    judge = FirstShownAtPoint8({r.id: r for r in records})
+    out = tmp_path / "cal"
+    run_suite(suite, judge, out, RunSettings(swap="both", reward=True), data=str(world))
+    rows = read_predictions(out)
+    pairs = [r for r in rows if r.get("reward") is not None and 0 < r["reward"] < 1]
+    assert pairs and {round(r["reward"], 6) for r in pairs} == {0.8, 0.2}
+    assert all(r["reward"] == pytest.approx(0.8 if r["order"][0] == 0 else 0.2) for r in pairs)
+    metrics = score_predictions(suite, rows, load_suite(suite, str(world))[0])
+    c = metrics["calibration"]["pairwise"]
+    assert c["accuracy"] == pytest.approx(0.5) and c["ece"] == pytest.approx(0.3)
+    assert c["brier"] == pytest.approx(0.5 * 0.2**2 + 0.5 * 0.8**2)
+    assert [b["n"] for b in c["reliability"]] == [c["n"]] and c["abstention"][-1]["coverage"] == 0.0
+    o = metrics["ours"]
+    assert o["first_is_better_ci95"][0] <= o["first_is_better"] <= o["first_is_better_ci95"][1]
+    paths = write_report(metrics, out)
+    report = (out / "report.md").read_text()
+    assert "expected calibration error 0.300" in report and "![reliability and abstention](calibration.png)" in report
+    assert "## Position" in report and Path(paths["calibration"]).is_file() and Path(paths["position"]).is_file()
