@@ -19,7 +19,8 @@ by ``train/recipes/<recipe>/pipeline.yaml``; there is no second implementation o
  6. ``reject``   rejection sampling from the SFT model (``mmreward data reject``), then ``rft`` (``mmreward train rft``)
  7. ``grpo``     GRPO with tools on the GRPO pool (``mmreward train grpo``)
  8. ``eval``     every stage's checkpoint on the test and compositional splits, tools on and off
-                 (``mmreward eval run``), plus the oracle with tools and from the overview alone
+                 (``mmreward eval run``), plus the oracle with tools and from the overview alone; then the
+                 reward-hacking probes (``mmreward eval probe``) on the final checkpoint and on the oracle
  9. ``serve``    the judge server on the final model, a few requests through the ``openai`` client
 10. ``report``   ``report.md`` with tables and plots, and a model card in the final checkpoint
 
@@ -378,6 +379,7 @@ class Pipeline:
                 for t in ("on", "off")
             )
             and self.path("eval", "oracle.json").is_file()
+            and all(self.path("eval", "probes", who, "probes.json").is_file() for who in ("grpo", "oracle"))
         )
 
     def step_eval(self) -> None:
@@ -400,6 +402,17 @@ class Pipeline:
 
         oracle = {sp: oracle_accuracy(str(self.world), sp, limit=e.get("oracle_limit")) for sp in e["splits"]}
         (self.path("eval", "oracle.json")).write_text(json.dumps(oracle, indent=2))
+        # Reward-hacking probes on the final judge, and on the oracle, which must pass them all (the probes are fair).
+        for who, model in (("grpo", self.checkpoint("grpo")), ("oracle", "oracle")):
+            d = self.path("eval", "probes", who)
+            if (d / "probes.json").is_file() and not self.force:
+                continue
+            print(f"  reward-hacking probes: {who}", flush=True)
+            self.command(
+                "eval",
+                ["eval", "probe", "--model", model, "--data", self.world, "--out", d,
+                 "--limit", e.get("probe_limit", 8), "--max-new-tokens", e["max_new_tokens"]],
+            )  # fmt: skip
 
     def done_serve(self) -> bool:
         return self.path("serve", "smoke.json").is_file()

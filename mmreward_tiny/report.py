@@ -362,6 +362,7 @@ of the synthetic world: overview images at most 112x112, 4 overview frames (`dat
 
 ## Evaluation (synthetic test and compositional splits; tools on unless noted)
 {table}
+{chr(10).join(probe_lines(pipe))}
 
 ## Use
 ```bash
@@ -374,6 +375,16 @@ judge = Judge.from_pretrained("{pipe.path("grpo")}")
 print(judge.compare("a red circle", ["a.png", "b.png"]).outcome)
 ```
 """
+
+
+def probe_lines(pipe) -> list[str]:
+    """The reward-hacking probe tables of the final judge and the oracle (``eval/probes/*/probes.md``)."""
+    lines = []
+    for who in ("grpo", "oracle"):
+        f = pipe.path("eval", "probes", who, "probes.md")
+        if f.is_file():
+            lines += ["", f.read_text().replace("## Reward-hacking probes: ", f"### {who}: ", 1)]
+    return ["", "## Robustness: reward-hacking probes", *lines] if lines else []
 
 
 def write_report(pipe) -> str:
@@ -453,6 +464,7 @@ def write_report(pipe) -> str:
             "",
             f"Rejection sampling: {json.dumps({k: overall.get(k) for k in ('items', 'pass@1', 'pass@k', 'tool_call_rate', 'parse_failure_rate')})}",
         ]
+    lines += probe_lines(pipe)
     serve = data.get("serve") or {}
     if serve:
         lines += ["", "## Judge server smoke check", "", f"```json\n{json.dumps(serve, indent=2)[:2000]}\n```"]

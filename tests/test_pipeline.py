@@ -64,6 +64,16 @@ def test_pipeline_fast_end_to_end(tmp_path):
     assert "| grpo |" in text and "oracle (tools)" in text and "## Goals" in text
     card = (out / "grpo" / "README.md").read_text()
     assert "Qwen2_5_VLForConditionalGeneration" in card and "mmreward serve" in card
+    # Reward-hacking probes on the final judge and on the oracle, which passes all of them; both in report and card.
+    oracle = json.loads((out / "eval" / "probes" / "oracle" / "probes.json").read_text())["probes"]
+    assert len(oracle) == 9 and all(row["passes"] for row in oracle.values())
+    assert (out / "eval" / "probes" / "grpo" / "probes.json").is_file()
+    assert "## Robustness: reward-hacking probes" in text and "### oracle:" in text and "| duplicate |" in card
+    # The viewer shows the pipeline's eval runs, distillation, rejection sampling and GRPO, each as a stage.
+    from eval.view import load_items
+
+    stages = {i.stage for i in load_items(out)}
+    assert {"distill:kept", "rejection", "eval/grpo/test-tools_on"} <= stages
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert again.returncode == 0, again.stderr[-2000:]
