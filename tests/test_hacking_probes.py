@@ -79,6 +79,20 @@ def test_a_shallow_judge_fails_the_probes_aimed_at_it(world, tmp_path):
     assert table["frozen_video"]["perturbed_preferred"] == 0.5 and table["duplicate"]["passes"]
 
 
+def test_a_judge_that_never_rules_passes_nothing(world, tmp_path):
+    class Mute:
+        name = "mute"
+
+        def generate(self, requests):
+            return [GenerationOutput(text="<think>Hard to say.</think>", completion_tokens=5) for _ in requests]
+
+    items = build_probes(read_records(world / "test.jsonl"), str(world), tmp_path, 2, PROBES)
+    table = run_probes(Mute(), items, EngineSettings(visual=WORLD_VISUAL, tools=WORLD_TOOLS), tools=False)
+    assert table and all(
+        r["decided"] == 0.0 and r["perturbed_preferred"] is None and not r["passes"] for r in table.values()
+    )
+
+
 @pytest.mark.slow
 def test_probes_run_on_the_tiny_checkpoint(world, tiny_model_dir, tmp_path):
     out = tmp_path / "tiny"
@@ -91,7 +105,9 @@ def test_probes_run_on_the_tiny_checkpoint(world, tiny_model_dir, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     table = json.loads((out / "probes.json").read_text())["probes"]
     assert set(table) == {"text_in_image", "duplicate", "longer_answer", "frozen_video"}
-    assert all(row["n"] > 0 and 0.0 <= row["perturbed_preferred"] <= 1.0 for row in table.values())
+    for row in table.values():
+        assert row["n"] > 0 and 0.0 <= row["decided"] <= 1.0
+        assert (row["perturbed_preferred"] is None and not row["passes"]) or 0.0 <= row["perturbed_preferred"] <= 1.0
 
 
 def test_bad_probe_arguments(world, tmp_path):
