@@ -120,10 +120,12 @@ def test_mjbench_mjvideo_mmrlhf_rules():
 def test_bootstrap_and_position():
     lo, hi = M.bootstrap_ci([1.0] * 30 + [0.0] * 10)
     assert lo < 0.75 < hi and lo > 0.5 and hi < 0.95
-    assert M.position_stats([True, True, False], [True, False]) == {
-        "first_is_better": pytest.approx(2 / 3),
-        "consistency": 0.5,
-    }
+    stats = M.position_stats([True, True, False], [True, False])
+    assert stats["first_is_better"] == pytest.approx(2 / 3) and stats["consistency"] == 0.5
+    assert stats["n_decided"] == 3 and stats["n_order_pairs"] == 2
+    assert stats["first_is_better_ci95"][0] <= 2 / 3 <= stats["first_is_better_ci95"][1]
+    assert 0.0 <= stats["consistency_ci95"][0] <= 0.5 <= stats["consistency_ci95"][1] <= 1.0
+    assert M.position_stats([], [])["first_is_better_ci95"] is None
     assert all(math.isnan(x) for x in M.bootstrap_ci([]))
 
 
