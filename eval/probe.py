@@ -35,6 +35,7 @@ from data_pipelines.batch import Job, run_jobs
 from data_pipelines.records import PreferenceRecord
 from eval import metrics as M
 from mmreward.generators import Generator
+from mmreward.judge import candidate_verdict
 from mmreward.media import open_video, save_video
 from mmreward.rollout import RolloutEngine
 from mmreward.runs import atomic_write_text
@@ -215,8 +216,8 @@ def run_probes(
 
     def sink(pairs) -> None:
         for job, t in pairs:
-            winner = (t.verdict or {}).get("winner", "fail") if t.verdict else "fail"
-            cand = winner if winner in (None, "fail") else job.order[winner]
+            v = candidate_verdict(t)
+            cand = "fail" if v is None else v.winner
             results[job.info["item"].probe + ("~base" if job.info["item"].baseline else "")][job.record.id].append(
                 cand
             )

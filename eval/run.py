@@ -156,6 +156,8 @@ def run_suite(
     """Judge ``suite`` into ``out``, resuming the predictions already there when ``out``'s provenance matches this
     run (same suite, model, settings and records: :class:`mmreward.runs.RunFolder`); ``force`` starts over."""
     settings = settings or RunSettings()
+    if settings.reward and not hasattr(generator, "option_logprobs"):
+        raise ValueError("--reward needs a judge whose token probabilities can be read (a local checkpoint)")
     out = Path(out)
     records, root = load_suite(suite, data, input_path, media_root)
     usable = [r for r in records if not r.metadata_only and r.has_media(root)]
@@ -202,8 +204,6 @@ def run_suite(
 
     traj_path = out / pred_path.name.replace("predictions", "trajectories")
     engine = RolloutEngine(generator, settings=engine_settings)
-    if settings.reward and not hasattr(generator, "option_logprobs"):
-        raise ValueError("--reward needs a judge whose token probabilities can be read (a local checkpoint)")
 
     def write(pairs: list[tuple[Job, Trajectory]]) -> None:
         rows = [prediction_row(j.key, j.record, j.info["vote"], t, j.info.get("candidate")) for j, t in pairs]

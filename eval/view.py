@@ -31,6 +31,7 @@ from data_pipelines.batch import needs_tool
 from data_pipelines.labels import check_verdict, label_text
 from data_pipelines.records import PreferenceRecord, read_records
 from mmreward.errors import InputError
+from mmreward.judge import candidate_verdict
 from mmreward.protocol import parse_turn
 from mmreward.trajectory import Trajectory, materialize
 
@@ -55,13 +56,8 @@ class ViewItem:
     @property
     def disagreement_key(self) -> Any:
         """The verdict in candidate terms (so two presented orders can be compared)."""
-        v = self.traj.verdict
-        if not v:
-            return "fail"
-        if v.get("kind") == "pointwise" or v.get("score") is not None and v.get("winner") is None:
-            return ("score", v.get("score"))
-        w = v.get("winner")
-        return None if w is None else self.traj.order[w]
+        v = candidate_verdict(self.traj)
+        return "fail" if v is None else [v.winner, v.score, sorted(v.dimensions.items())]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -237,6 +233,16 @@ def _kind(folder: Path) -> str | None:
 READERS = {"eval": _eval_items, "distill": _distill_items, "rejection": _rejection_items, "grpo": _grpo_items}
 
 
+def _folders(root: Path, depth: int) -> list[Path]:
+    """Sub-folders of ``root`` down to ``depth`` levels, parents first (a run folder holds thousands of media files,
+    which a full recursive glob would visit)."""
+    found, level = [], [root]
+    for _ in range(depth):
+        level = sorted(p for d in level for p in d.iterdir() if p.is_dir())
+        found += level
+    return sorted(found)
+
+
 def load_items(path: str | os.PathLike, records: list[PreferenceRecord] | None = None) -> list[ViewItem]:
     """Every trajectory under ``path`` (see the module docstring), labelled from ``records`` where given."""
     path = Path(path)
@@ -250,7 +256,7 @@ def load_items(path: str | os.PathLike, records: list[PreferenceRecord] | None =
         if kind:
             parts.append((path, kind, path.name))
         else:
-            for sub in sorted(p for p in path.rglob("*") if p.is_dir() and len(p.relative_to(path).parts) <= 3):
+            for sub in _folders(path, depth=3):
                 k = _kind(sub)
                 if k and not any(sub.is_relative_to(done) for done, _, _ in parts):
                     parts.append((sub, k, str(sub.relative_to(path))))
@@ -411,17 +417,15 @@ def _verdict_text(item: ViewItem) -> tuple[str, str]:
     cls = "unknown" if item.correct is None else ("right" if item.correct else "wrong")
     if t.verdict is None:
         return f"no verdict ({t.parse_failure or t.stop_reason})", cls
-    v = t.verdict
-    if v.get("score") is not None and v.get("winner") is None:
-        text = f"score {v['score']:g}"
-    elif v.get("winner") is None:
-        text = "tie"
+    v = candidate_verdict(t)
+    if v.kind == "pointwise":
+        text = f"score {v.score:g}" if v.score is not None else "no score"
     else:
-        text = f"candidate {t.order[v['winner']] + 1} better"
-    dims = v.get("dimensions") or {}
-    if dims:
+        text = "tie" if v.winner is None else f"candidate {v.winner + 1} better"
+    if v.dimensions:
         text += "; " + ", ".join(
-            f"{d}: " + ("tie" if w is None else f"candidate {t.order[w] + 1}") for d, w in sorted(dims.items())
+            f"{d}: " + (f"{w:g}" if v.kind == "pointwise" else "tie" if w is None else f"candidate {w + 1}")
+            for d, w in sorted(v.dimensions.items())
         )
     return text, cls
 
@@ -574,7 +578,7 @@ def build_site(
         parse_failure = any(i.traj.verdict is None for i in members)
         if parse_failure:
             flags.append("parse failure")
-        disagree = len(members) > 1 and len({json.dumps(i.disagreement_key) for i in members}) > 1
+        disagree = len(members) > 1 and len({json.dumps(i.disagreement_key, default=str) for i in members}) > 1
         if disagree:
             flags.append("orders disagree")
         index_rows.append(

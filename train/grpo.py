@@ -482,7 +482,7 @@ def build_trainer(script: GRPOScriptArguments, cfg: GRPOConfig, model_args: Mode
         raise ValueError(f"no usable records (skipped: {skipped})")
     cfg.generation_kwargs = vision_suppression(cfg, vision_token_ids(processor.tokenizer))
     reward_settings = RewardSettings(script.tool_bonus, script.invalid_penalty, script.length_target)
-    funcs = make_reward_funcs(script.rewards, processor.tokenizer, reward_settings)
+    funcs = make_reward_funcs(script.rewards, processor.tokenizer, reward_settings, cfg.log_completions)
     if cfg.reward_weights is not None and len(cfg.reward_weights) != len(funcs):
         raise ValueError(f"reward_weights has {len(cfg.reward_weights)} entries for rewards {script.rewards}")
     trainer = JudgeGRPOTrainer(

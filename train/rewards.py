@@ -219,8 +219,12 @@ def rollout_trajectory(r: Rollout, settings: RewardSettings) -> dict[str, Any]:
     }
 
 
-def make_reward_funcs(names: list[str], tokenizer, settings: RewardSettings | None = None) -> list[Callable]:
-    """TRL reward functions for ``names`` (each is called with the batch's completions and dataset columns)."""
+def make_reward_funcs(
+    names: list[str], tokenizer, settings: RewardSettings | None = None, log_trajectories: bool = False
+) -> list[Callable]:
+    """TRL reward functions for ``names`` (each is called with the batch's completions and dataset columns).
+    ``log_trajectories`` (set with ``log_completions``) adds each rollout's trajectory to TRL's completions table;
+    off, nothing is serialised or gathered across processes."""
     settings = settings or RewardSettings()
     unknown = [n for n in names if n not in REWARDS]
     if unknown:
@@ -234,7 +238,7 @@ def make_reward_funcs(names: list[str], tokenizer, settings: RewardSettings | No
             prompts, completions, completion_ids, record, order, environments=None, log_extra=None, _fn=fn, _i=i, **_
         ):
             rollouts = builder(completion_ids, record, order, environments)
-            if _i == 0 and log_extra is not None:
+            if _i == 0 and log_trajectories and log_extra is not None:
                 # One column of whole trajectories in TRL's completions table (log_completions: true).
                 entries = [rollout_trajectory(r, settings) | {"rewards": names} for r in rollouts]
                 log_extra("trajectory", [json.dumps(e, ensure_ascii=False) for e in entries])
