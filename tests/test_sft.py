@@ -535,3 +535,26 @@ def test_perception_diagnostics_locate_and_contrast(tiny_model):
     ImageDraw.Draw(dot).ellipse((60, 20, 72, 32), fill=(200, 30, 30))
     assert visual_contrast(model, processor, [blank]) == 0.0  # every token the same: nothing to see
     assert visual_contrast(model, processor, [dot]) > 0.01  # the object's tokens stand out
+
+
+def test_length_grouped_batches(data, tiny_model_dir, tmp_path, monkeypatch):
+    """``train_sampling_strategy: group_by_length`` reaches transformers' sampler through the ``length`` column:
+    the first batch holds the longest example and every batch is cut from a length-sorted mega-batch."""
+    import train.sft
+    from train.sft import main
+
+    seen, lengths = [], []
+    collate = train.sft.IndexCollator.__call__
+
+    def spy(self, rows):
+        lengths[:] = self.datasets["train"].lengths
+        seen.append([len(self.datasets[r["split"]][int(r["idx"])]) for r in rows if r["split"] == "train"])
+        return collate(self, rows)
+
+    monkeypatch.setattr(train.sft.IndexCollator, "__call__", spy)
+    out = tmp_path / "grouped"
+    extra = ["--max_steps", "3", "--train_sampling_strategy", "group_by_length", "--save_strategy", "no"]
+    assert main(args(data, tiny_model_dir, out, *extra)) == 0
+    batches = [b for b in seen if b]
+    assert len(batches) >= 3 and all(b == sorted(b, reverse=True) for b in batches), batches
+    assert batches[0][0] == max(lengths) and len(set(lengths)) > 4

@@ -344,6 +344,7 @@ def build_datasets(
     }
     sizes = [(len(e), e.trained_tokens) for e in map(train.__getitem__, range(len(train)))]  # renders each once
     lengths = [n for n, _ in sizes]
+    train.lengths = lengths  # for the length-aware samplers
     stats.update(
         tokens=sum(lengths),
         trained_tokens=sum(t for _, t in sizes),
@@ -355,11 +356,16 @@ def build_datasets(
     return train, eval_ds, stats
 
 
-def _index_dataset(n: int, split: str):
-    """TRL wants a ``datasets.Dataset``: rows are indices into the rendered examples, which stay in memory."""
+def _index_dataset(n: int, split: str, lengths: list[int] | None = None):
+    """TRL wants a ``datasets.Dataset``: rows are indices into the rendered examples, which stay in memory. With
+    ``lengths`` a ``length`` column holds each example's tokens, which transformers' length-aware samplers read
+    (``train_sampling_strategy: group_by_length`` or ``batch_rebalance``)."""
     from datasets import Dataset  # noqa: PLC0415
 
-    return Dataset.from_dict({"idx": list(range(n)), "split": [split] * n})
+    columns = {"idx": list(range(n)), "split": [split] * n}
+    if lengths is not None:
+        columns["length"] = list(lengths)
+    return Dataset.from_dict(columns)
 
 
 class IndexCollator:
@@ -492,7 +498,7 @@ def run(
     trainer = JudgeSFTTrainer(
         model=model,
         args=cfg,
-        train_dataset=_index_dataset(len(train), "train"),
+        train_dataset=_index_dataset(len(train), "train", train.lengths),
         eval_dataset=_index_dataset(len(eval_ds), "eval") if eval_ds is not None else None,
         data_collator=IndexCollator({"train": train, "eval": eval_ds}, collator),
         processing_class=processor,
