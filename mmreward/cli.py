@@ -288,8 +288,18 @@ def _add_serve(sub) -> None:
     p.add_argument("--token-file", help="file holding the bearer token (or set MMREWARD_API_TOKEN)")
     p.add_argument("--token", help="bearer token (visible in `ps`; prefer --token-file or MMREWARD_API_TOKEN)")
     p.add_argument("--max-batch", type=int, default=16, help="tasks per batched engine call (1 = no batching)")
-    p.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long to gather a batch")
+    p.add_argument(
+        "--batch-wait-ms", type=float, default=30.0, help="gather a batch until no request has come for this long"
+    )
+    p.add_argument(
+        "--batch-max-wait-ms", type=float, default=200.0, help="... or for at most this long after the first request"
+    )
     p.add_argument("--max-queue", type=int, default=256, help="queued requests before 503 + Retry-After")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads the model runs on (default: as many as torch uses; on a GPU this changes little)",
+    )
     p.add_argument("--request-timeout", type=float, default=300.0, help="seconds before a request gets 504")
     p.add_argument("--allow-local-root", action="append", default=[], help="a folder requests may name files in")
     p.add_argument("--allow-url-host", action="append", default=[], help="a host whose URLs may be fetched")
@@ -536,6 +546,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serve,
     )
 
+    engine_threads = None
+    if args.backend == "transformers" and _on_cpu(args.device):
+        import torch  # noqa: PLC0415
+
+        if args.threads is not None and args.threads < 1:
+            raise flag_error("--threads", args.threads, "must be at least 1")
+        # The model runs on the batcher's thread alone; this thread (HTTP, media decoding) stays at one so that
+        # no second OpenMP pool of workers competes with the model's (ServerSettings.engine_threads).
+        engine_threads = args.threads or torch.get_num_threads()
+        torch.set_num_threads(1)
     token = args.token
     if args.token_file:
         try:
@@ -574,6 +594,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         token=token,
         max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms,
+        batch_max_wait_ms=args.batch_max_wait_ms,
         max_queue=args.max_queue,
         request_timeout_s=args.request_timeout,
         allow_local_roots=args.allow_local_root,
@@ -581,6 +602,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allow_private_urls=args.allow_private_urls,
         limits=limits,
         docs=args.docs,
+        engine_threads=engine_threads,
     )
     backend = BackendSettings(
         backend=args.backend,
@@ -608,6 +630,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     serve(judge, settings, log_level=args.log_level, sock=sock)
     return 0
+
+
+def _on_cpu(device: str) -> bool:
+    if device == "auto":
+        import torch  # noqa: PLC0415
+
+        return not torch.cuda.is_available()
+    return device == "cpu"
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

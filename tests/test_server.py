@@ -502,3 +502,53 @@ def test_openapi_schema_documents_the_request_bodies():
         assert (
             httpx.get(srv.url + "/openapi.json").status_code == 404 and httpx.get(srv.url + "/docs").status_code == 404
         )
+
+
+def test_the_batcher_gathers_a_burst_until_it_goes_quiet():
+    """Requests of a burst arrive with gaps; the worker keeps gathering while they come (``batch_wait_ms`` of quiet
+    ends a batch, ``batch_max_wait_ms`` caps it), and a lone request waits only the quiet period."""
+    from types import SimpleNamespace
+
+    from mmreward.generators import SamplingSettings
+    from mmreward.protocol import JudgeTask
+    from mmreward.server.batcher import Batcher
+
+    class CountingJudge:
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+            self.engine = SimpleNamespace(settings=None, generator=SimpleNamespace(sampling=None))
+
+        def judge(self, tasks, settings, cancelled):
+            import torch
+
+            self.batches.append(len(tasks))
+            self.threads = torch.get_num_threads()
+            return [None] * len(tasks)
+
+    async def burst(batcher: Batcher, n: int, gap_s: float) -> float:
+        jobs = []
+        for k in range(n):
+            jobs.append(batcher.enqueue([JudgeTask(f"p{k}", ["a", "b"])], [JudgeSettings()], SamplingSettings(8)))
+            await asyncio.sleep(gap_s)
+        await asyncio.gather(*(j.future for j in jobs))
+        return max(j.started - j.enqueued for j in jobs)
+
+    def run(n: int, gap_s: float, **kw) -> tuple[list[int], float]:
+        judge = run.judge = CountingJudge()
+        batcher = Batcher(judge, max_batch=32, **kw)
+        batcher.start()
+        try:
+            waited = asyncio.run(burst(batcher, n, gap_s))
+        finally:
+            batcher.stop(5)
+        return judge.batches, waited
+
+    assert run(8, 0.015, batch_wait_ms=60)[0] == [8]  # gaps of 15 ms: one batch
+    assert len(run(8, 0.015, batch_wait_ms=5)[0]) > 1  # a 5 ms quiet period cuts the same burst up
+    capped = run(12, 0.015, batch_wait_ms=60, batch_max_wait_ms=60)[0]
+    assert len(capped) > 1 and capped[0] < 12  # the cap ends a batch that keeps growing
+    batches, waited = run(1, 0.0, batch_wait_ms=60)
+    assert batches == [1] and 0.055 < waited < 0.5
+    # The model's thread gets its own intra-op thread count (`mmreward serve` keeps its main thread at one).
+    run(1, 0.0, batch_wait_ms=0, threads=1)
+    assert run.judge.threads == 1
