@@ -86,12 +86,14 @@ def check_model_dir(path: str | None, flag: str = "--model") -> None:
 
 
 def add_reuse_cache_option(p: argparse.ArgumentParser) -> None:
-    """``--reuse-cache`` for the commands that judge with a local checkpoint (serve has it on by default)."""
+    """``--reuse-cache/--no-reuse-cache`` for every command that judges with a local checkpoint."""
     p.add_argument(
         "--reuse-cache",
-        action="store_true",
-        help="keep each trajectory's KV cache between tool turns, batched: a turn encodes only what it appended "
-        "(same tokens; about 1.4x the judgments/s on tool-turn work, scripts/bench/bench_server.py)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep each trajectory's KV cache between tool turns, batched, so a turn encodes only what it appended "
+        "(the same tokens, faster on tool-turn work: scripts/bench/bench_eval.py); --no-reuse-cache re-encodes "
+        "every turn",
     )
 
 
@@ -319,13 +321,7 @@ def _add_serve(sub) -> None:
         "--overview-frames", type=int, default=None, help="default: the checkpoint's recorded settings, else 8"
     )
     add_model_options(p)
-    p.add_argument(
-        "--reuse-cache",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="transformers backend: keep each trajectory's KV cache between tool turns, batched, so a turn encodes "
-        "only what it appended (default on; --no-reuse-cache re-encodes every turn)",
-    )
+    add_reuse_cache_option(p)
     p.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="the server's log level"
     )
