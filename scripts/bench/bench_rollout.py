@@ -61,6 +61,7 @@ def main() -> None:
                 "--report_to", "none",
                 "--save_strategy", "no",
                 "--logging_steps", "1",
+                "--log_completions", "false",
             ]
         )  # fmt: skip
         trainer, _, _, _ = grpo.build_trainer(script, cfg, model_args)
@@ -74,6 +75,7 @@ def main() -> None:
         _time_tools(trainer, timings)
         _time_rewards(trainer, timings)
         _time_generate(trainer, timings)
+        _time_forwards(trainer, timings)
         start = time.perf_counter()
         trainer.train()
         wall = time.perf_counter() - start
@@ -101,6 +103,16 @@ def main() -> None:
         "tool_calls_per_rollout": round(sum(r.get("tools/call_frequency", 0) for r in logs) / max(1, len(logs)), 3),
         "seconds": {k: round(v, 3) for k, v in parts.items()},
         "share_of_step_time": {k: round(v / total, 3) for k, v in parts.items()},
+        # Inside generation: the forward passes that encode a prompt or a tool observation (what KV reuse across
+        # tool turns and a shared prefill of a group's prompt can save), the one-token decode passes, and the rest
+        # of generate's loop (sampling, stopping checks, cache bookkeeping).
+        "generation_split": {
+            "prefill": round(timings["prefill"], 3),
+            "decode_forward": round(timings["decode"], 3),
+            "generate_loop_overhead": round(max(0.0, timings["generate"] - timings["prefill"] - timings["decode"]), 3),
+            "prefill_calls": int(timings["prefill_calls"]),
+            "decode_steps": int(timings["decode_calls"]),
+        },
     }
     print(json.dumps(report, indent=2))
 
@@ -147,6 +159,27 @@ def _time_generate(trainer, timings) -> None:
             timings["generate"] += time.perf_counter() - start
 
     trainer._generate_single_turn = timed
+
+
+def _time_forwards(trainer, timings) -> None:
+    """Time the policy's no-grad forward passes: more than one new token is a prefill, one is a decode step."""
+    import torch
+
+    started = {}
+
+    def pre(module, args, kwargs):
+        started["t"], started["ids"] = time.perf_counter(), kwargs.get("input_ids")
+
+    def post(module, args, kwargs, output):
+        ids = started.get("ids")
+        if torch.is_grad_enabled() or ids is None:
+            return
+        kind = "prefill" if ids.shape[1] > 1 else "decode"
+        timings[kind] += time.perf_counter() - started["t"]
+        timings[f"{kind}_calls"] += 1
+
+    trainer.model.register_forward_pre_hook(pre, with_kwargs=True)
+    trainer.model.register_forward_hook(post, with_kwargs=True)
 
 
 if __name__ == "__main__":
