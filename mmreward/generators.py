@@ -339,15 +339,28 @@ class TransformersGenerator:
 
     def _sample(self, logits, rng) -> int:
         """Top-p sampling at the sampling temperature from one row's processed logits."""
+        return self._sample_rows(logits[None], [rng])[0]
+
+    def _sample_rows(self, scores, rngs: list) -> list[int]:
+        """One token per row of processed logits, all rows at once: top-p at the sampling temperature, then the
+        inverse CDF at one uniform draw from each row's own generator, so a row's tokens do not depend on the rows
+        beside it. One softmax and one host sync per step instead of one per row (a 151k vocabulary: 37 ms against
+        104 ms a step for 32 rows on CPU; on a GPU one sync against 32)."""
         import torch  # noqa: PLC0415
 
         s = self.sampling
-        probs = torch.softmax(logits / s.temperature, dim=-1)
+        probs = torch.softmax(scores.float() / s.temperature, dim=-1)
         if s.top_p < 1.0:
-            sp, si = probs.sort(descending=True)
-            keep = sp.cumsum(-1) - sp < s.top_p
-            probs = torch.zeros_like(probs).scatter(0, si[keep], sp[keep])
-        return int(torch.multinomial(probs / probs.sum(), 1, generator=rng))
+            sp, si = probs.sort(dim=-1, descending=True)
+            sp = sp * (sp.cumsum(-1) - sp < s.top_p)
+            probs = torch.zeros_like(probs).scatter(-1, si, sp)
+        cdf = probs.double().cumsum(-1)
+        draws = [float(torch.rand((), generator=g, dtype=torch.float64)) for g in rngs]
+        u = torch.tensor(draws, dtype=torch.float64, device=cdf.device) * cdf[:, -1]
+        picked = torch.searchsorted(cdf, u[:, None], right=True).squeeze(-1)
+        # A draw that rounds up to the total must still land on a token that has probability.
+        last = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(-1)
+        return torch.minimum(picked, last).tolist()
 
     def _prefill(self, requests: list[GenerationRequest], texts: list[str]) -> dict[str, tuple[Any, list[int], int]]:
         """First turns, encoded as one left-padded batch (as generation without cache reuse encodes them), then cut
@@ -486,17 +499,21 @@ class TransformersGenerator:
             scores[:, self.suppress_ids] = float("-inf")
             if step < s.min_new_tokens:
                 scores[:, self.eos_ids] = float("-inf")
-            greedy = scores.argmax(-1).tolist() if s.temperature <= 0 else None
+            active = [i for i in range(len(rows)) if not done[i]]
+            if s.temperature <= 0:
+                picks = dict(zip(active, scores[active].argmax(-1).tolist()))
+            else:
+                picks = dict(zip(active, self._sample_rows(scores[active], [rngs[i] for i in active])))
             toks = []
             for i, (r, _, _, _, _) in enumerate(rows):
                 if done[i]:
                     toks.append(self.pad_id)
                     continue
-                tok = greedy[i] if greedy is not None else self._sample(scores[i], rngs[i])
+                tok = picks[i]
                 outs[i].append(tok)
-                seen[i, tok] = True
                 done[i] = tok in self.end_ids or len(outs[i]) >= r.max_new_tokens
                 toks.append(tok)
+            seen[active, [picks[i] for i in active]] = True
             if all(done):
                 break
             mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=dev)], dim=1)

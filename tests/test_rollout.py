@@ -439,3 +439,30 @@ def test_cache_reuse_under_a_lora_adapter(tiny_model_dir, real_image_pair):
         if reuse:  # and batched
             RolloutEngine(gen, settings=EngineSettings(max_turns=1, batch_size=3)).run(tasks)
     assert texts[0] == texts[1]
+
+
+def test_batched_sampling_draws_each_row_from_its_own_distribution():
+    """The decode loop samples every row in one step: each row's token follows its own probabilities (top-p
+    applied), never lands on a masked token, and does not depend on the rows beside it."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from mmreward.generators import SamplingSettings, TransformersGenerator
+
+    def sample(scores, seeds, top_p=1.0):
+        gen = SimpleNamespace(sampling=SamplingSettings(8, temperature=1.0, top_p=top_p))
+        rngs = [torch.Generator().manual_seed(s) for s in seeds]
+        return TransformersGenerator._sample_rows(gen, scores, rngs)
+
+    p = torch.tensor([0.5, 0.3, 0.2, 0.0])
+    scores = torch.log(p).expand(4000, -1)  # the last token is masked (-inf)
+    picks = torch.tensor(sample(scores, range(4000)))
+    freq = torch.bincount(picks, minlength=4).float() / len(picks)
+    assert freq[3] == 0 and torch.allclose(freq[:3], p[:3], atol=0.03), freq
+    top = torch.tensor(sample(scores[:2000], range(2000), top_p=0.6))  # keeps the 0.5 and 0.3 tokens only
+    assert set(top.tolist()) == {0, 1}
+    # A row's draw depends on its own generator, not on the batch it is in.
+    mixed = torch.randn(6, 50)
+    alone = [sample(mixed[i : i + 1], [i])[0] for i in range(6)]
+    assert sample(mixed, range(6)) == alone
