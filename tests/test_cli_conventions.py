@@ -331,3 +331,21 @@ def test_run_folder_refuses_leftovers_without_provenance(tmp_path):
         folder.open()
     folder.open(force=True)
     assert not (tmp_path / "predictions.jsonl").exists() and (tmp_path / "provenance.json").is_file()
+
+
+def test_serve_gives_the_model_thread_the_cpu_threads(tiny_model_dir, monkeypatch):
+    """On CPU the HTTP thread stays at one intra-op thread and the model's worker thread gets the rest: two live
+    OpenMP pools made every op of the model's thread slower (README, Performance)."""
+    import torch
+
+    import mmreward.server
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    seen = {}
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.setdefault("main", n))
+    monkeypatch.setattr(mmreward.server, "build_judge", lambda backend: object())
+    monkeypatch.setattr(mmreward.server, "serve", lambda judge, settings, **kw: seen.update(settings=settings))
+    assert main(["serve", "--model", str(tiny_model_dir), "--port", "0", "--threads", "3"]) == 0
+    assert seen["main"] == 1 and seen["settings"].engine_threads == 3
+    assert main(["serve", "--model", str(tiny_model_dir), "--port", "0", "--threads", "0"]) == 2
