@@ -104,12 +104,12 @@ def main() -> None:
         "seconds": {k: round(v, 3) for k, v in parts.items()},
         "share_of_step_time": {k: round(v / total, 3) for k, v in parts.items()},
         # Inside generation: the forward passes that encode a prompt or a tool observation (what KV reuse across
-        # tool turns and a shared prefill of a group's prompt can save), the one-token decode passes, and the rest
-        # of generate's loop (sampling, stopping checks, cache bookkeeping).
+        # tool turns and a shared prefill of a group's prompt can save), the one-token decode passes, and the rest:
+        # generate's loop (sampling, stopping checks, position and mask bookkeeping) and TRL's batching around it.
         "generation_split": {
             "prefill": round(timings["prefill"], 3),
             "decode_forward": round(timings["decode"], 3),
-            "generate_loop_overhead": round(max(0.0, timings["generate"] - timings["prefill"] - timings["decode"]), 3),
+            "rest_of_generation": round(max(0.0, timings["generate"] - timings["prefill"] - timings["decode"]), 3),
             "prefill_calls": int(timings["prefill_calls"]),
             "decode_steps": int(timings["decode_calls"]),
         },
