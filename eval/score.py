@@ -204,43 +204,57 @@ def pair_rows(rows: list[dict[str, Any]], records: dict[str, PreferenceRecord]) 
 
 
 def scalar_official(suite: Suite, pairs: list[dict[str, Any]], records: dict[str, PreferenceRecord]) -> dict:
-    """Pair accuracy from score differences under each benchmark's own threshold rules."""
-    ok = [p for p in pairs if None not in p["scores"]]
+    """Pair accuracy from score differences under each benchmark's own threshold rules. A pair missing a score (the
+    judge gave none for a candidate) counts as a failure, never drops out: as no preference under MJ-Bench's rule
+    (wrong with and without ties, 0 tie-aware), as a tie under VideoGen's (its convention for a failed judgment),
+    as equal rewards under MM-RLHF's (wrong). ``missing_scores`` says how many there were."""
+    if suite.scorer not in ("mjbench", "videogen", "mmrlhf"):
+        return {}
+    missing = sum(None in p["scores"] for p in pairs)
+    out = {"missing_scores": missing, "pairs": len(pairs)}
     if suite.scorer == "mjbench":
-        kept = [p for p in ok if not records[p["record_id"]].tie]
-        preds = [M.mjbench_pred(*p["scores"]) for p in kept]
+        kept = [p for p in pairs if not records[p["record_id"]].tie]
+        preds = [M.mjbench_pred(*p["scores"]) if None not in p["scores"] else "failed" for p in kept]
         labels = [records[p["record_id"]].preferred for p in kept]
-        return {"mjbench_threshold_0": M.mjbench_score(preds, labels) if kept else None}
+        return {**out, "mjbench_threshold_0": M.mjbench_score(preds, labels) if kept else None}
     if suite.scorer == "videogen":
         h, m = [], []
-        for p in ok:
+        for p in pairs:
             rec = records[p["record_id"]]
             if rec.preferred is None and not rec.tie:
                 continue
             h.append(0 if rec.tie else (1 if rec.preferred == 0 else -1))
-            m.append(p["scores"][0] - p["scores"][1])
+            m.append(p["scores"][0] - p["scores"][1] if None not in p["scores"] else 0.0)
         if not h:
             return {}
         return {
+            **out,
             "Overall": {
                 "wo_ties": M.videogen_wo_ties(h, m),
                 "w_ties_official_loop": M.videogen_w_ties_official(h, m),
                 "w_ties_threshold": M.videogen_w_ties_threshold(h, m),
                 "n": len(h),
-            }
+            },
         }
     if suite.scorer == "mmrlhf":
+
+        def rewards(p: dict[str, Any]) -> list[float]:
+            if None in p["scores"]:
+                return [0.0, 0.0]  # equal rewards: wrong under the official rule
+            return p["scores"] if records[p["record_id"]].preferred == 0 else p["scores"][::-1]
+
         return {
+            **out,
             "mmrlhf": M.mmrlhf_score(
                 [
                     {
                         "group": records[p["record_id"]].metadata["group"],
                         "category": records[p["record_id"]].category,
-                        "rewards": p["scores"] if records[p["record_id"]].preferred == 0 else p["scores"][::-1],
+                        "rewards": rewards(p),
                     }
-                    for p in ok
+                    for p in pairs
                 ]
-            )
+            ),
         }
     return {}
 

@@ -395,3 +395,29 @@ def test_calibration_of_a_continuous_reward_in_the_report(world, tmp_path):
     report = (out / "report.md").read_text()
     assert "expected calibration error 0.300" in report and "![reliability and abstention](calibration.png)" in report
     assert "## Position" in report and Path(paths["calibration"]).is_file() and Path(paths["position"]).is_file()
+
+
+def test_missing_scalar_scores_count_as_failures():
+    """A scalar judge that gave no score for a candidate fails that pair; the pair is never dropped. On
+    MM-RLHF-RewardBench's 170 pairs, a judge right on every pair it scored but silent on 27 gets Acc 143/170, not
+    143/143; under MJ-Bench's rule the silent pairs are wrong with and without ties."""
+    from eval.score import scalar_official
+    from eval.suites import get_suite, load_suite
+
+    suite = get_suite("mm_rlhf")
+    records, _ = load_suite(suite, str(BENCH))
+    table = {r.id: r for r in records}
+    assert len(records) == 170
+    pairs = []
+    for k, r in enumerate(records):
+        right = [2.0, 1.0] if r.preferred == 0 else [1.0, 2.0]
+        pairs.append({"record_id": r.id, "scores": [None, 1.0] if k % 6 == 0 and k < 162 else right})
+    silent = sum(None in p["scores"] for p in pairs)
+    assert silent == 27
+    official = scalar_official(suite, pairs, table)
+    assert official["missing_scores"] == 27 and official["pairs"] == 170
+    assert official["mmrlhf"]["acc"]["all"] == pytest.approx(143 / 170)
+    mj = scalar_official(get_suite("mj_bench_alignment"), pairs, table)
+    assert mj["mjbench_threshold_0"]["w_tie"] == pytest.approx(143 / 170)
+    assert mj["mjbench_threshold_0"]["wo_tie"] == pytest.approx(143 / 170)
+    assert mj["mjbench_threshold_0"]["tie_aware"] == pytest.approx(143 / 170)
