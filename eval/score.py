@@ -95,7 +95,10 @@ def official_metrics(suite: Suite, rows: list[dict[str, Any]], records: dict[str
         }
     if s == "mmrb":
         raw, mapped = [], []
-        for r in rows:
+        # The official coin for an unparseable output is drawn in the benchmark file's order, so rows are taken in
+        # that order (``records`` is), whatever order shards or resumes wrote them in.
+        place = {rid: i for i, rid in enumerate(records)}
+        for r in sorted(rows, key=lambda r: (place[r["record_id"]], r.get("vote", 0), r["key"])):
             rec = records[r["record_id"]]
             label = "A" if r["order"][0] == rec.preferred else "B"
             raw.append({"id": rec.id, "label": label, "output": r["raw"], "category": rec.subset})

@@ -421,3 +421,27 @@ def test_missing_scalar_scores_count_as_failures():
     assert mj["mjbench_threshold_0"]["w_tie"] == pytest.approx(143 / 170)
     assert mj["mjbench_threshold_0"]["wo_tie"] == pytest.approx(143 / 170)
     assert mj["mjbench_threshold_0"]["tie_aware"] == pytest.approx(143 / 170)
+
+
+def test_mmrb_coins_fall_in_the_benchmark_files_order():
+    """Multimodal RewardBench's official coin (seed 123) is drawn by unparseable outputs in its file's order: the
+    same predictions written in another order (shards, resumes) score the same."""
+    from eval.score import official_metrics
+    from eval.suites import get_suite, load_suite
+
+    suite = get_suite("multimodal_rewardbench")
+    records, _ = load_suite(suite, str(BENCH))
+    table = {r.id: r for r in records}
+    rows = []
+    for r in records:
+        for vote in range(6):
+            first = vote % 2 if r.preferred == 0 else vote // 3
+            rows.append({"key": f"{r.id}|v{vote}|o{first}", "record_id": r.id, "vote": vote,
+                         "order": [first, 1 - first], "raw": "no verdict here", "verdict": None})  # fmt: skip
+    backwards = rows[::-1]
+    # Taken as written, the two orders draw the coins differently: the sort is what makes them agree.
+    labels = [("A" if x["order"][0] == table[x["record_id"]].preferred else "B") for x in rows]
+    as_written = [{"id": x["record_id"], "label": lab, "output": x["raw"]} for x, lab in zip(rows, labels)]
+    assert M.mmrb_score(as_written) != M.mmrb_score(as_written[::-1])
+    a = official_metrics(suite, rows, table)["official_parser"]
+    assert official_metrics(suite, backwards, table)["official_parser"] == a and a["n"]["all"] == len(rows)
