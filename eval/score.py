@@ -108,14 +108,19 @@ def official_metrics(suite: Suite, rows: list[dict[str, Any]], records: dict[str
             )
         return {"official_parser": M.mmrb_score(raw), "official_rule_our_parser": M.mmrb_score(mapped)}
     if s == "genai":
+        # The official number is the official parser on the judge's raw text (a judge prompted the benchmark's way
+        # writes "[[A>B]]" itself, with A the left candidate); our parse mapped onto that form stands beside it.
         by_task: dict[str, list] = defaultdict(list)
+        raw_by_task: dict[str, list] = defaultdict(list)
         for r in rows:
             rec = records[r["record_id"]]
+            vote = rec.metadata["vote_type"]
             w = _winner_candidate(r)
             # Our verdict in the benchmark's terms: A is the left candidate (0), whatever order it was shown in.
             response = {0: "[[A>B]]", 1: "[[B>A]]", None: "[[A=B]]"}.get(w, "")
-            by_task[rec.category].append({"response": response, "human_vote": rec.metadata["vote_type"]})
-        return {"official_rule_our_parser": M.genai_score(by_task)}
+            by_task[rec.category].append({"response": response, "human_vote": vote})
+            raw_by_task[rec.category].append({"response": r.get("raw") or "", "human_vote": vote})
+        return {"official_parser": M.genai_score(raw_by_task), "official_rule_our_parser": M.genai_score(by_task)}
     if s == "mjbench":
         preds, labels = [], []
         for r in rows:

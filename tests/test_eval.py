@@ -445,3 +445,28 @@ def test_mmrb_coins_fall_in_the_benchmark_files_order():
     assert M.mmrb_score(as_written) != M.mmrb_score(as_written[::-1])
     a = official_metrics(suite, rows, table)["official_parser"]
     assert official_metrics(suite, backwards, table)["official_parser"] == a and a["n"]["all"] == len(rows)
+
+
+def test_genai_official_number_comes_from_the_raw_text():
+    """GenAI-Bench's official parser reads the judge's own text; our parse, mapped onto "[[A>B]]", stands beside it.
+    The three ways they part, worked out by hand: a tie with a Good suffix on a both-bad item, spaces inside the
+    brackets, and a verdict on two lines (the official regex reads the first)."""
+    from eval.score import official_metrics
+    from eval.suites import get_suite, load_suite
+
+    suite = get_suite("genai_bench_video_generation")
+    records, _ = load_suite(suite, str(BENCH))
+    table = {r.id: r for r in records}
+    by_vote = {}
+    for r in records:
+        by_vote.setdefault(r.metadata["vote_type"], r)
+    cases = [  # (item, the judge's raw text, our verdict's winner in display terms)
+        (by_vote["bothbad_vote"], "Both fail the prompt. [[A=B=Good]]", None),
+        (by_vote["leftvote"], "The left one follows it: [[ A>B ]]", 0),
+        (by_vote["leftvote"], "[[B>A]] at first sight,\nbut on a closer look [[A>B]]", 0),
+    ]
+    rows = [{"key": f"{rec.id}|v{k}|o0", "record_id": rec.id, "vote": k, "order": [0, 1], "raw": raw,
+             "verdict": {"winner": w, "dimensions": {}}} for k, (rec, raw, w) in enumerate(cases)]  # fmt: skip
+    m = official_metrics(suite, rows, table)
+    assert m["official_parser"]["official"]["average"] == 0.0
+    assert m["official_rule_our_parser"]["official"]["average"] == 1.0
