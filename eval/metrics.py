@@ -38,41 +38,89 @@ def vlrb_label(answer: int | None, rejected_position: int) -> str:
     return "reject" if answer == rejected_position else "agree"
 
 
+def _majority(counts: Counter, total: int) -> str:
+    """cal.py's item label: agree / reject / doesntMatch when more than half of its runs say so, else 'other'."""
+    for label in ("agree", "reject", "doesntMatch"):
+        if counts[label] > total / 2:
+            return label
+    return "other"
+
+
+def _accuracy(c: Counter) -> float | None:
+    den = c["agree"] + c["reject"]
+    return c["agree"] / den if den else None
+
+
 def vlrb_score(items: Sequence[dict[str, Any]], k: int | None = None) -> dict[str, Any]:
-    """``items``: ``{"key", "group", "labels": [agree|reject|doesntMatch per run]}``. Official: per item the majority
-    label (count > half of its runs, else 'other'); group accuracy = agree / (agree + reject), doesntMatch and other
-    dropped; overall = pooled; macro = mean of the three groups. Strict: agree / all items."""
+    """``items``: ``{"key", "group", "labels": [agree|reject|doesntMatch per run]}`` and optionally ``"source"``
+    (vlfeedback, povid, rlaif-v, ...). Official: per item the majority label (count > half of its runs, else
+    'other'); accuracy = agree / (agree + reject), doesntMatch and other dropped, per group and per source; overall =
+    pooled; macro = mean of the three groups; ``rates``: each label's share of all items. Strict: agree / all items,
+    overall and as a macro over the groups."""
     counts: dict[str, Counter] = defaultdict(Counter)
+    sources: dict[str, Counter] = defaultdict(Counter)
     strict: dict[str, list[bool]] = defaultdict(list)
     for it in items:
         labels = list(it["labels"])[: k or None]
-        c = Counter(labels)
-        top, n = c.most_common(1)[0] if c else ("other", 0)
-        final = top if n > len(labels) / 2 else "other"
+        final = _majority(Counter(labels), len(labels)) if labels else "other"
         counts[it["group"]][final] += 1
+        if it.get("source"):
+            sources[it["source"]][final] += 1
         strict[it["group"]].append(final == "agree")
     groups = {}
     for g in VLRB_GROUPS:
         c = counts.get(g, Counter())
-        den = c["agree"] + c["reject"]
         groups[g] = {
-            "official": c["agree"] / den if den else None,
+            "official": _accuracy(c),
             "strict": sum(strict[g]) / len(strict[g]) if strict[g] else None,
             "n": sum(c.values()),
             "dropped": c["doesntMatch"] + c["other"],
         }
-    agree = sum(counts[g]["agree"] for g in VLRB_GROUPS)
-    den = sum(counts[g]["agree"] + counts[g]["reject"] for g in VLRB_GROUPS)
+    pooled = sum((counts[g] for g in VLRB_GROUPS), Counter())
     present = [groups[g]["official"] for g in VLRB_GROUPS if groups[g]["official"] is not None]
+    strict_present = [groups[g]["strict"] for g in VLRB_GROUPS if groups[g]["strict"] is not None]
     all_strict = [x for g in VLRB_GROUPS for x in strict[g]]
+    n = sum(pooled.values())
     return {
         "official": {
-            "overall": agree / den if den else None,
+            "overall": _accuracy(pooled),
             "macro": sum(present) / len(present) if present else None,
         },
-        "strict": {"overall": sum(all_strict) / len(all_strict) if all_strict else None},
+        "strict": {
+            "overall": sum(all_strict) / len(all_strict) if all_strict else None,
+            "macro": sum(strict_present) / len(strict_present) if strict_present else None,
+        },
+        "rates": {label: pooled[label] / n if n else None for label in ("agree", "reject", "doesntMatch", "other")},
+        "sources": {src: {"official": _accuracy(c), "n": sum(c.values())} for src, c in sorted(sources.items())},
         "groups": groups,
     }
+
+
+def _cal_shuffle(data: list, rng: random.Random) -> None:
+    """cal.py's shuffle, kept as it is (each position swapped with a uniformly drawn one, so not uniform)."""
+    for i in range(len(data)):
+        j = rng.randint(0, len(data) - 1)
+        data[i], data[j] = data[j], data[i]
+
+
+def vlrb_k_table(runs: Sequence[dict[str, Any]], ks: Sequence[int] = (1, 3, 5, 7, 9), seed: int = 1234):
+    """cal.py's table over the number of runs per item. ``runs``: one per judgment, ``{"key", "source", "group",
+    "label"}``, in the results file's order. As its ``main``: the generator is seeded once; for each k in turn the
+    runs are shuffled (the stream goes on from the last k) and each item keeps its first k runs in that order; items
+    are labelled by majority and scored as :func:`vlrb_score`."""
+    rng = random.Random(seed)
+    table = {}
+    for k in ks:
+        data = list(runs)
+        _cal_shuffle(data, rng)
+        kept: dict[str, dict[str, Any]] = {}
+        for run in data:
+            item = kept.setdefault(run["key"], {"key": run["key"], "group": run["group"], "source": run["source"],
+                                                "labels": []})  # fmt: skip
+            if len(item["labels"]) < k:
+                item["labels"].append(run["label"])
+        table[f"k={k}"] = vlrb_score(list(kept.values()))
+    return table
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -79,26 +79,31 @@ def official_metrics(suite: Suite, rows: list[dict[str, Any]], records: dict[str
     if s == "vlrb":
         items: dict[str, dict] = {}
         ours: dict[str, dict] = {}
-        for r in rows:
+        runs = []
+        place = {rid: i for i, rid in enumerate(records)}
+        # In the benchmark file's order, as cal.py reads its results file, so its seeded shuffle sees the same list.
+        for r in sorted(rows, key=lambda r: (place[r["record_id"]], r.get("vote", 0), r.get("key", ""))):
             rec = records[r["record_id"]]
             rejected_pos = r["order"].index(1 - rec.preferred) + 1
-            items.setdefault(rec.id, {"key": rec.id, "group": rec.category, "labels": []})["labels"].append(
-                M.vlrb_label(M.vlrb_parse(r["raw"]), rejected_pos)
-            )
+            item = {"key": rec.id, "group": rec.category, "source": rec.subset}
+            label = M.vlrb_label(M.vlrb_parse(r["raw"]), rejected_pos)
+            items.setdefault(rec.id, {**item, "labels": []})["labels"].append(label)
+            runs.append({**item, "label": label})
             w = r["verdict"]["winner"] + 1 if r.get("verdict") and r["verdict"]["winner"] is not None else None
-            ours.setdefault(rec.id, {"key": rec.id, "group": rec.category, "labels": []})["labels"].append(
-                M.vlrb_label(w, rejected_pos)
-            )
+            ours.setdefault(rec.id, {**item, "labels": []})["labels"].append(M.vlrb_label(w, rejected_pos))
+        votes = max(len(it["labels"]) for it in items.values())
         return {
             "official_parser": M.vlrb_score(list(items.values())),
             "official_rule_our_parser": M.vlrb_score(list(ours.values())),
+            # cal.py's table over k runs per item, where the run has that many (eval run --votes K).
+            "official_k_runs": M.vlrb_k_table(runs, ks=[k for k in (1, 3, 5, 7, 9) if k <= votes]),
         }
     if s == "mmrb":
         raw, mapped = [], []
         # The official coin for an unparseable output is drawn in the benchmark file's order, so rows are taken in
         # that order (``records`` is), whatever order shards or resumes wrote them in.
         place = {rid: i for i, rid in enumerate(records)}
-        for r in sorted(rows, key=lambda r: (place[r["record_id"]], r.get("vote", 0), r["key"])):
+        for r in sorted(rows, key=lambda r: (place[r["record_id"]], r.get("vote", 0), r.get("key", ""))):
             rec = records[r["record_id"]]
             label = "A" if r["order"][0] == rec.preferred else "B"
             raw.append({"id": rec.id, "label": label, "output": r["raw"], "category": rec.subset})

@@ -470,3 +470,37 @@ def test_genai_official_number_comes_from_the_raw_text():
     m = official_metrics(suite, rows, table)
     assert m["official_parser"]["official"]["average"] == 0.0
     assert m["official_rule_our_parser"]["official"]["average"] == 1.0
+
+
+def test_vlrb_sources_rates_strict_macro_and_k_run_table():
+    """cal.py's extras, worked out by hand: four items of three runs each. A (povid) agrees every run, B
+    (vlfeedback) rejects every run, C (reasoning_tasks) agrees every run, D (rlaif-v) splits agree, reject,
+    doesntMatch (no majority: 'other', dropped). Any shuffle leaves A, B and C as they are; D at k = 1 takes one of
+    its three runs, whatever it is."""
+    runs = []
+    for key, source, group, labels in [
+        ("A", "povid", "hallucination", ["agree"] * 3),
+        ("B", "vlfeedback", "general", ["reject"] * 3),
+        ("C", "reasoning_tasks", "reasoning", ["agree"] * 3),
+        ("D", "rlaif-v", "hallucination", ["agree", "reject", "doesntMatch"]),
+    ]:
+        runs += [{"key": key, "source": source, "group": group, "label": lab} for lab in labels]
+    items = {}
+    for r in runs:
+        items.setdefault(r["key"], {**r, "labels": []})["labels"].append(r["label"])
+    s = M.vlrb_score(list(items.values()))
+    assert s["official"]["overall"] == pytest.approx(2 / 3)  # A and C agree, B rejects, D dropped
+    assert s["official"]["macro"] == pytest.approx((0.0 + 1.0 + 1.0) / 3)
+    assert s["strict"]["overall"] == pytest.approx(2 / 4)
+    assert s["strict"]["macro"] == pytest.approx((0.0 + 0.5 + 1.0) / 3)  # general B; hallucination A, D; C
+    assert s["rates"] == {"agree": 0.5, "reject": 0.25, "doesntMatch": 0.0, "other": 0.25}
+    assert s["sources"]["povid"]["official"] == 1.0 and s["sources"]["vlfeedback"]["official"] == 0.0
+    assert s["sources"]["rlaif-v"] == {"official": None, "n": 1}
+    table = M.vlrb_k_table(runs, ks=(1, 3))
+    assert table["k=3"]["official"] == s["official"] and table["k=3"]["rates"] == s["rates"]
+    k1 = table["k=1"]
+    assert k1["groups"]["general"]["official"] == 0.0 and k1["groups"]["reasoning"]["official"] == 1.0
+    d = k1["sources"]["rlaif-v"]["official"]  # D's one run: agree (1.0), reject (0.0) or doesntMatch (None)
+    hallucination = {1.0: 1.0, 0.0: 0.5, None: 1.0}[d]
+    assert k1["groups"]["hallucination"]["official"] == pytest.approx(hallucination)
+    assert M.vlrb_k_table(runs, ks=(1, 3)) == table  # seeded: the same table every time
