@@ -58,6 +58,12 @@ def register(sub) -> dict:
         help="also read the judge's continuous reward (P(better); the expected score with --pointwise): the report "
         "gets a reliability diagram, the calibration error and the accuracy of abstaining below a confidence",
     )
+    r.add_argument(
+        "--threshold",
+        type=float,
+        default=0.0,
+        help="a scalar judge (--pointwise) under MJ-Bench's rule: a score difference at or below this is a tie",
+    )
     r.add_argument("--max-new-tokens", type=int, default=256, help="per assistant turn")
     r.add_argument("--batch-size", type=int, default=8, help="trajectories generated together")
     add_reuse_cache_option(r)
@@ -73,6 +79,12 @@ def register(sub) -> dict:
     )
     s.add_argument("--suite", required=True, choices=list(SUITES), help="the suite the predictions belong to")
     s.add_argument("--predictions", required=True, help="a predictions file, or a run folder (all shards)")
+    s.add_argument(
+        "--threshold",
+        type=float,
+        default=0.0,
+        help="a scalar judge (--pointwise) under MJ-Bench's rule: a score difference at or below this is a tie",
+    )
     s.add_argument("--data", help="benchmarks folder, or the world folder (as for `eval run`)")
     s.add_argument("--input", help="the suite's file, if not at its usual place under --data")
     s.add_argument(
@@ -197,7 +209,7 @@ def _run(args) -> int:
     if not rows:
         print(json.dumps(manifest, indent=2))
         raise RunFailure("no judgment was made or found in " + args.out)
-    metrics = score_predictions(suite, rows, records)
+    metrics = score_predictions(suite, rows, records, args.threshold)
     metrics["run"] = manifest
     paths = write_report(metrics, args.out)
     o = metrics["ours"]
@@ -234,7 +246,7 @@ def _score(args) -> int:
         if recorded and recorded != suite.name:
             raise InputError(f"--predictions {pred} holds an `eval run` of {recorded}; use --suite {recorded}")
         records, _ = load_suite(suite, args.data, args.input)
-        metrics = score_predictions(suite, rows, records)
+        metrics = score_predictions(suite, rows, records, args.threshold)
     metrics["suite"] = suite.name
     out = args.out or (str(run_dir) if ours else None)
     if out is not None:

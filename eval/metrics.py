@@ -281,6 +281,29 @@ def mjbench_score(preds: Sequence[str], labels: Sequence[int]) -> dict[str, floa
     }
 
 
+def mjbench_agreement(preds: Sequence[str], labels: Sequence[int | None]) -> dict[str, Any]:
+    """MJ-Bench's agreement statistics (``personal/test.py``): preferences as 0 / 1, anything else (a tie, a failure)
+    0.5; over the pairs where the human preferred one image, the Pearson correlation of the two, then with the
+    judge's 0.5 counted as 0, Cohen's kappa and the mean squared error. ``None`` where a statistic is undefined
+    (a constant side)."""
+    import numpy as np  # noqa: PLC0415
+
+    judge = [1.0 if p == "1" else 0.0 if p == "0" else 0.5 for p, lab in zip(preds, labels) if lab in (0, 1)]
+    human = [float(lab) for lab in labels if lab in (0, 1)]
+    out: dict[str, Any] = {"n": len(human), "pearson": None, "cohen_kappa": None, "mse": None}
+    if not human:
+        return out
+    j, h = np.array(judge), np.array(human)
+    if j.std() > 0 and h.std() > 0:
+        out["pearson"] = float(np.corrcoef(j, h)[0, 1])
+    j = np.where(j == 0.5, 0.0, j)
+    agree = float((j == h).mean())
+    chance = float(j.mean() * h.mean() + (1 - j.mean()) * (1 - h.mean()))
+    out["cohen_kappa"] = (agree - chance) / (1 - chance) if chance < 1 else None
+    out["mse"] = float(((j - h) ** 2).mean())
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # MJ-Bench-Video (overall preference)
 

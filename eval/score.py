@@ -127,7 +127,7 @@ def official_metrics(suite: Suite, rows: list[dict[str, Any]], records: dict[str
             raw_by_task[rec.category].append({"response": r.get("raw") or "", "human_vote": vote})
         return {"official_parser": M.genai_score(raw_by_task), "official_rule_our_parser": M.genai_score(by_task)}
     if s == "mjbench":
-        preds, labels = [], []
+        preds, labels, subsets = [], [], []
         for r in rows:
             rec = records[r["record_id"]]
             if rec.tie:
@@ -135,7 +135,8 @@ def official_metrics(suite: Suite, rows: list[dict[str, Any]], records: dict[str
             w = _winner_candidate(r)
             preds.append("tie" if w in (None, "fail") else str(w))
             labels.append(rec.preferred)
-        return {"official_rule_our_parser": M.mjbench_score(preds, labels) if preds else None}
+            subsets.append(rec.category)
+        return {"official_rule_our_parser": _mjbench_numbers(preds, labels, subsets) if preds else None}
     if s == "mjvideo":
         preds, labels = [], []
         for r in rows:
@@ -216,7 +217,22 @@ def pair_rows(rows: list[dict[str, Any]], records: dict[str, PreferenceRecord]) 
     return out
 
 
-def scalar_official(suite: Suite, pairs: list[dict[str, Any]], records: dict[str, PreferenceRecord]) -> dict:
+def _mjbench_numbers(preds: list[str], labels: list[int], subsets: list[str]) -> dict[str, Any]:
+    """MJ-Bench's accuracies overall and per subset, and its agreement statistics (Pearson, kappa, MSE)."""
+    by: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for p, lab, sub in zip(preds, labels, subsets):
+        by[sub][0].append(p)
+        by[sub][1].append(lab)
+    return {
+        **M.mjbench_score(preds, labels),
+        "agreement": M.mjbench_agreement(preds, labels),
+        "subsets": {k: M.mjbench_score(p, lab) for k, (p, lab) in sorted(by.items())} if len(by) > 1 else {},
+    }
+
+
+def scalar_official(
+    suite: Suite, pairs: list[dict[str, Any]], records: dict[str, PreferenceRecord], threshold: float = 0.0
+) -> dict:
     """Pair accuracy from score differences under each benchmark's own threshold rules. A pair missing a score (the
     judge gave none for a candidate) counts as a failure, never drops out: as no preference under MJ-Bench's rule
     (wrong with and without ties, 0 tie-aware), as a tie under VideoGen's (its convention for a failed judgment),
@@ -227,9 +243,12 @@ def scalar_official(suite: Suite, pairs: list[dict[str, Any]], records: dict[str
     out = {"missing_scores": missing, "pairs": len(pairs)}
     if suite.scorer == "mjbench":
         kept = [p for p in pairs if not records[p["record_id"]].tie]
-        preds = [M.mjbench_pred(*p["scores"]) if None not in p["scores"] else "failed" for p in kept]
+        preds = [M.mjbench_pred(*p["scores"], threshold) if None not in p["scores"] else "failed" for p in kept]
         labels = [records[p["record_id"]].preferred for p in kept]
-        return {**out, "mjbench_threshold_0": M.mjbench_score(preds, labels) if kept else None}
+        subsets = [records[p["record_id"]].category for p in kept]
+        numbers = _mjbench_numbers(preds, labels, subsets) if kept else None
+        # The key names the threshold, as the benchmark's result files do (nsfw0.0.json).
+        return {**out, f"mjbench_threshold_{threshold:g}": numbers}
     if suite.scorer == "videogen":
         h, m = [], []
         for p in pairs:
@@ -318,7 +337,11 @@ def calibration_metrics(rows: list[dict[str, Any]], records: dict[str, Preferenc
     return out or None
 
 
-def score_predictions(suite: Suite, rows: list[dict[str, Any]], records: list[PreferenceRecord]) -> dict[str, Any]:
+def score_predictions(
+    suite: Suite, rows: list[dict[str, Any]], records: list[PreferenceRecord], threshold: float = 0.0
+) -> dict[str, Any]:
+    """Ours and the official numbers of a suite's predictions. ``threshold``: for a scalar judge under MJ-Bench's
+    rule, a score difference at or below it is a tie."""
     table = {r.id: r for r in records}
     rows = [r for r in rows if r["record_id"] in table]
     if not rows:
@@ -329,7 +352,7 @@ def score_predictions(suite: Suite, rows: list[dict[str, Any]], records: list[Pr
             "suite": suite.name,
             "mode": "scalar (pointwise scores per candidate)",
             "ours": generic_metrics(pairs, table),
-            "official": scalar_official(suite, pairs, table),
+            "official": scalar_official(suite, pairs, table, threshold),
         }
     else:
         out = {

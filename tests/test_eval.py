@@ -504,3 +504,29 @@ def test_vlrb_sources_rates_strict_macro_and_k_run_table():
     hallucination = {1.0: 1.0, 0.0: 0.5, None: 1.0}[d]
     assert k1["groups"]["hallucination"]["official"] == pytest.approx(hallucination)
     assert M.vlrb_k_table(runs, ks=(1, 3)) == table  # seeded: the same table every time
+
+
+def test_mjbench_agreement_threshold_and_subsets():
+    """MJ-Bench's test-script statistics, worked out by hand on four pairs, then its score threshold and per-subset
+    numbers for a scalar judge."""
+    import math
+
+    from eval.score import scalar_official
+    from eval.suites import get_suite, load_suite
+
+    a = M.mjbench_agreement(["0", "1", "tie", "0"], [0, 1, 1, 1])
+    # judge 0, 1, 0.5, 0 against human 0, 1, 1, 1: r = 0.375 / sqrt(0.6875 * 0.75); then the tie counts as 0:
+    # agreement 0.5, chance 0.25 * 0.75 + 0.75 * 0.25 = 0.375, kappa 0.125 / 0.625; squared errors 0, 0, 1, 1.
+    assert a["pearson"] == pytest.approx(0.375 / math.sqrt(0.6875 * 0.75))
+    assert a["cohen_kappa"] == pytest.approx(0.2) and a["mse"] == pytest.approx(0.5) and a["n"] == 4
+    assert M.mjbench_agreement(["0", "0"], [0, 0])["pearson"] is None  # a constant side has no correlation
+
+    records, _ = load_suite(get_suite("mm_rlhf"), str(BENCH))
+    table = {r.id: r for r in records}
+    pairs = [{"record_id": r.id, "scores": [2.0, 1.5] if r.preferred == 0 else [1.5, 2.0]} for r in records]
+    suite = get_suite("mj_bench_alignment")
+    strict = scalar_official(suite, pairs, table)["mjbench_threshold_0"]
+    assert strict["w_tie"] == 1.0 and len(strict["subsets"]) > 1
+    assert all(v["w_tie"] == 1.0 for v in strict["subsets"].values())
+    loose = scalar_official(suite, pairs, table, threshold=0.5)["mjbench_threshold_0.5"]
+    assert loose["w_tie"] == 0.0 and loose["tie_aware"] == 0.5  # every difference is 0.5: all ties
