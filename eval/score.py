@@ -170,7 +170,17 @@ def official_metrics(suite: Suite, rows: list[dict[str, Any]], records: dict[str
                     "w_ties_threshold": M.videogen_w_ties_threshold(h, m),
                     "n": len(h),
                 }
-        return {"official_rule_our_parser": out}
+        # UnifiedReward-Think's generative convention on the judge's raw text: "Video 1/2 is better" names a
+        # displayed position, so the label is the displayed one; anything else is a tie.
+        labels, outputs = [], []
+        for r in rows:
+            rec = records[r["record_id"]]
+            if rec.preferred is None and not rec.tie:
+                continue
+            labels.append("same" if rec.tie else "A" if r["order"][0] == rec.preferred else "B")
+            outputs.append(r.get("raw") or "")
+        generative = M.videogen_generative(labels, outputs) if labels else None
+        return {"official_rule_our_parser": out, "unifiedreward_generative": generative}
     if s == "mmrlhf":
         pairs = []
         for r in rows:
@@ -235,9 +245,10 @@ def scalar_official(
 ) -> dict:
     """Pair accuracy from score differences under each benchmark's own threshold rules. A pair missing a score (the
     judge gave none for a candidate) counts as a failure, never drops out: as no preference under MJ-Bench's rule
-    (wrong with and without ties, 0 tie-aware), as a tie under VideoGen's (its convention for a failed judgment),
+    (wrong with and without ties, 0 tie-aware), undecided under MJ-Video's (wrong strictly, 0.5 tie-aware), as a
+    tie under VideoGen's (its convention for a failed judgment),
     as equal rewards under MM-RLHF's (wrong). ``missing_scores`` says how many there were."""
-    if suite.scorer not in ("mjbench", "videogen", "mmrlhf"):
+    if suite.scorer not in ("mjbench", "mjvideo", "videogen", "mmrlhf"):
         return {}
     missing = sum(None in p["scores"] for p in pairs)
     out = {"missing_scores": missing, "pairs": len(pairs)}
@@ -249,6 +260,17 @@ def scalar_official(
         numbers = _mjbench_numbers(preds, labels, subsets) if kept else None
         # The key names the threshold, as the benchmark's result files do (nsfw0.0.json).
         return {**out, f"mjbench_threshold_{threshold:g}": numbers}
+    if suite.scorer == "mjvideo":
+        # MJ-Video's overall preference on its decisive pairs: the higher score wins; equal or missing is undecided.
+        preds, labels = [], []
+        for p in pairs:
+            rec = records[p["record_id"]]
+            if rec.preferred is None:
+                continue
+            s0, s1 = p["scores"]
+            preds.append(None if None in (s0, s1) or s0 == s1 else (0 if s0 > s1 else 1))
+            labels.append(rec.preferred)
+        return {**out, "mjvideo": M.mjvideo_score(preds, labels)} if preds else {}
     if suite.scorer == "videogen":
         h, m = [], []
         for p in pairs:

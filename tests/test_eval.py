@@ -530,3 +530,38 @@ def test_mjbench_agreement_threshold_and_subsets():
     assert all(v["w_tie"] == 1.0 for v in strict["subsets"].values())
     loose = scalar_official(suite, pairs, table, threshold=0.5)["mjbench_threshold_0.5"]
     assert loose["w_tie"] == 0.0 and loose["tie_aware"] == 0.5  # every difference is 0.5: all ties
+
+
+def test_scalar_mjvideo_numbers_and_the_generative_videogen_convention():
+    """A scalar judge on MJ-Bench-Video gets MJ-Video's numbers (equal or missing scores are undecided), and
+    VideoGen-RewardBench shows UnifiedReward-Think's generative convention on the raw text, in displayed terms."""
+    import dataclasses
+
+    from eval.score import official_metrics, scalar_official
+    from eval.suites import get_suite, load_suite
+
+    suite = get_suite("mj_bench_video")
+    records, _ = load_suite(suite, str(BENCH))
+    table = {r.id: r for r in records}
+    decisive = [r for r in records if r.preferred is not None]
+    assert len(decisive) == 118
+    pairs = []
+    for k, r in enumerate(decisive):
+        right = [2.0, 1.0] if r.preferred == 0 else [1.0, 2.0]
+        pairs.append({"record_id": r.id, "scores": right if k < 100 else [1.0, 1.0] if k < 110 else [None, 1.0]})
+    got = scalar_official(suite, pairs, table)
+    assert got["missing_scores"] == 8
+    assert got["mjvideo"]["strict"] == pytest.approx(100 / 118)
+    assert got["mjvideo"]["tie_aware"] == pytest.approx((100 + 0.5 * 18) / 118)
+
+    vg = get_suite("videogen_rewardbench")
+    base, _ = load_suite(vg, str(BENCH))
+    recs = [dataclasses.replace(base[0], id="p0", preferred=0), dataclasses.replace(base[1], id="p1", preferred=1),
+            dataclasses.replace(base[2], id="t", preferred=None, tie=True)]  # fmt: skip
+    rows = [  # shown swapped, "Video 2" is candidate 0: right; shown as is, "Video 1" is candidate 0: wrong
+        {"record_id": "p0", "order": [1, 0], "raw": "<answer>Video 2 is better</answer>", "verdict": None},
+        {"record_id": "p1", "order": [0, 1], "raw": "Video 1 is better", "verdict": None},
+        {"record_id": "t", "order": [0, 1], "raw": "cannot tell", "verdict": None},  # read as a tie: right
+    ]
+    gen = official_metrics(vg, rows, {r.id: r for r in recs})["unifiedreward_generative"]
+    assert gen["w_tie"] == pytest.approx(2 / 3) and gen["wo_tie"] == pytest.approx(1 / 2)
