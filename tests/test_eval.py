@@ -308,17 +308,36 @@ def test_sharded_run_with_two_processes(world, tiny_model_dir, tmp_path):
         "16",
         "--swap",
         "none",
+        "--batch-size",
+        "1",  # one row per generate call, so both runs compute every judgment alike
     ]
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=600, cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=root, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (out / "predictions.rank0.jsonl").is_file() and (out / "predictions.rank1.jsonl").is_file()
     rows = read_predictions(out)
     assert len(rows) == 4 and len({x["key"] for x in rows}) == 4
+    # The same run in one process gives the same judgments and, scored, the same metrics.
+    single = tmp_path / "single"
+    launch = cmd.index("-m", 3)  # everything after accelerate's own arguments
+    one = [sys.executable, *cmd[launch:]]
+    one[one.index(str(out))] = str(single)
+    r = subprocess.run(one, capture_output=True, text=True, timeout=600, cwd=root, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {x["key"]: x["raw"] for x in read_predictions(single)} == {x["key"]: x["raw"] for x in rows}
+    scored = []
+    for folder in (out, single):
+        r = subprocess.run([sys.executable, "-m", "mmreward.cli", "eval", "score", "--suite", "synthetic_test",
+                            "--predictions", str(folder), "--data", str(world)],
+                           capture_output=True, text=True, timeout=300, cwd=root, env=env)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics["ours"].pop("mean_latency_s")  # how long, not what: the one field that differs
+        scored.append({k: metrics[k] for k in ("ours", "official")})
+    assert scored[0] == scored[1]
 
 
 def test_scalar_judge_pairs_from_scores(world, tmp_path):
